@@ -1,0 +1,3 @@
+from outfitrec.cli import main
+
+main()

@@ -1,0 +1,314 @@
+"""The one outfit data model every part of outfitrec uses.
+
+A dataset is a catalogue of items (global id -> category, optional image or
+feature row), a number of users, and splits of outfits. An outfit is a user
+plus a padded row of item ids with a boolean mask, so outfits of different
+sizes live in one array. Everything is plain numpy, cheap to slice and saved
+as one ``.npz`` (no pickle: object arrays are refused on load).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PAD = -1  # item id (and category id) of a padded slot
+SPLITS = ("train", "valid", "test")
+FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, the line or key, and what is wrong."""
+
+
+@dataclass
+class Outfits:
+    """A batch of outfits.
+
+    users: int64 [n]; items, categories: int64 [n, max_size] (PAD where masked);
+    mask: bool [n, max_size], True for a real item. outfit_ids: int64 [n],
+    the source's outfit ids (or 0..n-1).
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    categories: np.ndarray
+    mask: np.ndarray
+    outfit_ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.users = np.asarray(self.users, dtype=np.int64)
+        self.items = np.asarray(self.items, dtype=np.int64)
+        self.categories = np.asarray(self.categories, dtype=np.int64)
+        self.mask = np.asarray(self.mask, dtype=bool)
+        self.outfit_ids = np.asarray(self.outfit_ids, dtype=np.int64)
+        n = len(self.users)
+        if self.items.ndim != 2 or self.items.shape[0] != n:
+            raise DataError(f"outfits: items must be [n, max_size] with n={n}, got {self.items.shape}")
+        for name in ("categories", "mask"):
+            if getattr(self, name).shape != self.items.shape:
+                raise DataError(f"outfits: {name} shape {getattr(self, name).shape} != items {self.items.shape}")
+        if self.outfit_ids.shape != (n,):
+            raise DataError(f"outfits: outfit_ids must have shape ({n},)")
+
+    @classmethod
+    def from_rows(
+        cls,
+        users: np.ndarray | list[int],
+        item_rows: list[list[int]],
+        item_category: np.ndarray,
+        outfit_ids: np.ndarray | list[int] | None = None,
+        max_size: int | None = None,
+    ) -> Outfits:
+        """Build from ragged rows of item ids (PAD / -1 entries are dropped)."""
+        rows = [[int(i) for i in row if int(i) != PAD] for row in item_rows]
+        width = max_size if max_size is not None else max((len(r) for r in rows), default=0)
+        items = np.full((len(rows), width), PAD, dtype=np.int64)
+        for i, row in enumerate(rows):
+            items[i, : len(row)] = row
+        mask = items != PAD
+        categories = np.where(mask, np.asarray(item_category)[np.where(mask, items, 0)], PAD)
+        ids = np.arange(len(rows)) if outfit_ids is None else outfit_ids
+        return cls(np.asarray(users), items, categories, mask, np.asarray(ids))
+
+    @classmethod
+    def empty(cls, max_size: int = 0) -> Outfits:
+        z = np.zeros((0, max_size), dtype=np.int64)
+        return cls(np.zeros(0), z, z.copy(), z.astype(bool), np.zeros(0))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def max_size(self) -> int:
+        return self.items.shape[1]
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.mask.sum(axis=1)
+
+    def subset(self, index: np.ndarray | slice) -> Outfits:
+        return Outfits(
+            self.users[index], self.items[index], self.categories[index], self.mask[index], self.outfit_ids[index]
+        )
+
+    def padded_to(self, width: int) -> Outfits:
+        """The same outfits with `width` columns (width >= the longest outfit)."""
+        if width == self.max_size:
+            return self
+        if width < int(self.sizes.max(initial=0)):
+            raise DataError(f"outfits: cannot pad to {width}, an outfit has {int(self.sizes.max())} items")
+        n = len(self)
+        items = np.full((n, width), PAD, dtype=np.int64)
+        cats = np.full((n, width), PAD, dtype=np.int64)
+        mask = np.zeros((n, width), dtype=bool)
+        w = min(width, self.max_size)
+        items[:, :w], cats[:, :w], mask[:, :w] = self.items[:, :w], self.categories[:, :w], self.mask[:, :w]
+        return Outfits(self.users, items, cats, mask, self.outfit_ids)
+
+    def item_sets(self) -> list[frozenset[int]]:
+        """Each outfit as a set of item ids (order is irrelevant to an outfit)."""
+        return [frozenset(row[m].tolist()) for row, m in zip(self.items, self.mask)]
+
+    @staticmethod
+    def concat(parts: list[Outfits]) -> Outfits:
+        width = max((p.max_size for p in parts), default=0)
+        parts = [p.padded_to(width) for p in parts]
+        return Outfits(
+            np.concatenate([p.users for p in parts]),
+            np.concatenate([p.items for p in parts]),
+            np.concatenate([p.categories for p in parts]),
+            np.concatenate([p.mask for p in parts]),
+            np.concatenate([p.outfit_ids for p in parts]),
+        )
+
+    def equals(self, other: Outfits) -> bool:
+        return all(
+            np.array_equal(getattr(self, k), getattr(other, k))
+            for k in ("users", "items", "categories", "mask", "outfit_ids")
+        )
+
+
+@dataclass
+class Catalogue:
+    """The items. Global item id = row index.
+
+    item_category: int64 [n_items]; category_names[c] names category c;
+    item_names: str [n_items] (source ids or image file names);
+    images: optional uint8 [n_items, H, W] (grey) or [n_items, H, W, 3];
+    image_paths: optional str [n_items], image files loaded lazily (Pillow);
+    features: optional float32 [n_items, F].
+    """
+
+    item_category: np.ndarray
+    category_names: list[str]
+    item_names: np.ndarray | None = None
+    images: np.ndarray | None = None
+    image_paths: np.ndarray | None = None
+    features: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.item_category = np.asarray(self.item_category, dtype=np.int64)
+        n = len(self.item_category)
+        if self.item_names is None:
+            self.item_names = np.arange(n).astype(str)
+        self.item_names = np.asarray(self.item_names, dtype=str)
+        for name in ("item_names", "images", "image_paths", "features"):
+            value = getattr(self, name)
+            if value is not None and len(value) != n:
+                raise DataError(f"catalogue: {name} has {len(value)} rows, expected {n} items")
+        if n and (self.item_category.min() < 0 or self.item_category.max() >= len(self.category_names)):
+            raise DataError("catalogue: an item category is outside 0..n_categories-1")
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_category)
+
+    @property
+    def n_categories(self) -> int:
+        return len(self.category_names)
+
+    def items_by_category(self, item_ids: np.ndarray | None = None) -> dict[int, np.ndarray]:
+        """Category id -> sorted item ids (of `item_ids`, or of the whole catalogue)."""
+        ids = np.arange(self.n_items) if item_ids is None else np.unique(np.asarray(item_ids, dtype=np.int64))
+        cats = self.item_category[ids]
+        return {int(c): ids[cats == c] for c in np.unique(cats)}
+
+    def load_image(self, item: int) -> np.ndarray:
+        """The item's image as a uint8 array (from memory, or read lazily from its file)."""
+        if self.images is not None:
+            return self.images[item]
+        if self.image_paths is None:
+            raise DataError(f"catalogue: item {item} has no image")
+        from PIL import Image
+
+        path = str(self.image_paths[item])
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read image of item {item}: {exc}") from exc
+
+
+@dataclass
+class OutfitDataset:
+    """Catalogue + users + splits. `meta` holds free-form JSON-able facts (name, source, slots)."""
+
+    catalogue: Catalogue
+    n_users: int
+    splits: dict[str, Outfits]
+    meta: dict = field(default_factory=dict)
+    user_names: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.user_names is None:
+            self.user_names = np.arange(self.n_users).astype(str)
+        self.user_names = np.asarray(self.user_names, dtype=str)
+        for name, split in self.splits.items():
+            if name not in SPLITS:
+                raise DataError(f"dataset: unknown split {name!r}; expected one of {SPLITS}")
+            if len(split) and (split.users.min() < 0 or split.users.max() >= self.n_users):
+                raise DataError(f"dataset: split {name} has a user outside 0..{self.n_users - 1}")
+            real = split.items[split.mask]
+            if len(real) and (real.min() < 0 or real.max() >= self.catalogue.n_items):
+                raise DataError(f"dataset: split {name} has an item outside 0..{self.catalogue.n_items - 1}")
+
+    @property
+    def max_size(self) -> int:
+        return max((s.max_size for s in self.splits.values()), default=0)
+
+    def split(self, name: str) -> Outfits:
+        if name not in self.splits:
+            raise DataError(f"dataset {self.meta.get('name', '')!r} has no split {name!r} (has {sorted(self.splits)})")
+        if len(self.splits[name]) == 0:
+            raise DataError(f"dataset {self.meta.get('name', '')!r}: split {name!r} is empty")
+        return self.splits[name]
+
+    def save(self, path: str | Path) -> None:
+        """Write one .npz atomically (temporary file, then rename)."""
+        arrays: dict[str, np.ndarray] = {
+            "item_category": self.catalogue.item_category,
+            "item_names": self.catalogue.item_names,
+            "user_names": self.user_names,
+        }
+        for opt in ("images", "image_paths", "features"):
+            value = getattr(self.catalogue, opt)
+            if value is not None:
+                arrays[opt] = np.asarray(value)
+        for name, split in self.splits.items():
+            for key in ("users", "items", "categories", "mask", "outfit_ids"):
+                arrays[f"{name}.{key}"] = getattr(split, key)
+        header = {
+            "format": "outfitrec-dataset",
+            "version": FORMAT_VERSION,
+            "n_users": self.n_users,
+            "category_names": list(self.catalogue.category_names),
+            "splits": list(self.splits),
+            "meta": self.meta,
+        }
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        save_npz_atomic(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> OutfitDataset:
+        path = Path(path)
+        if not path.exists():
+            raise DataError(f"{path}: no such dataset file")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except ValueError as exc:  # object arrays need pickle: refused
+            raise DataError(f"{path}: not an outfitrec dataset ({exc})") from exc
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path}: cannot read ({exc})") from exc
+        if "header" not in arrays:
+            raise DataError(f"{path}: not an outfitrec dataset (no header)")
+        header = json.loads(arrays["header"].tobytes().decode())
+        if header.get("format") != "outfitrec-dataset":
+            raise DataError(f"{path}: not an outfitrec dataset")
+        catalogue = Catalogue(
+            item_category=arrays["item_category"],
+            category_names=header["category_names"],
+            item_names=arrays["item_names"],
+            images=arrays.get("images"),
+            image_paths=arrays.get("image_paths"),
+            features=arrays.get("features"),
+        )
+        splits = {
+            name: Outfits(*(arrays[f"{name}.{k}"] for k in ("users", "items", "categories", "mask", "outfit_ids")))
+            for name in header["splits"]
+        }
+        return cls(catalogue, int(header["n_users"]), splits, header.get("meta", {}), arrays["user_names"])
+
+
+def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez to a temporary file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a text file through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

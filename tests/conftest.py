@@ -1,0 +1,37 @@
+"""Shared fixtures: a tiny synthetic dataset (procedural images) prepared with its candidate files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from outfitrec.data.negatives import write_candidate_files
+from outfitrec.data.synthetic import make_synthetic
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+DIFASHION = SHARED / "data" / "polyvore-u-difashion"
+TESTVECTORS = SHARED / "testvectors"
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    return make_synthetic(n_users=12, items_per_category=20, outfits_per_user=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory, tiny_dataset) -> Path:
+    """A prepared dataset folder: dataset.npz + candidates_{valid,test}.npz."""
+    out = tmp_path_factory.mktemp("tiny_data")
+    tiny_dataset.save(out / "dataset.npz")
+    write_candidate_files(tiny_dataset, out, k=10, seed=0)
+    return out
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
