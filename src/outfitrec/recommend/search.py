@@ -1,0 +1,430 @@
+"""Finding a user's best outfits in the whole catalogue without enumerating it.
+
+The number of outfits grows as the product of the slots' category sizes
+(7,000 items per slot over three slots is 3.4e11 outfits), so the scorer can
+only ever see a tiny part of it. The search works in three steps, all on item
+embeddings computed once per checkpoint (see `SearchIndex`):
+
+1. **Shortlist** per slot: every item of the slot's category gets a cheap
+   proxy score, the model's score of the outfit made of that item alone
+   (a one-item outfit is a valid, masked input of the Set Transformer; its
+   outfit embedding is user-independent and cached, so the per-user cost is
+   one `score_embeddings` pass over the catalogue). When some items are given
+   (completing an outfit) the proxy is the score of the given items plus the
+   candidate, which measures compatibility with what is already chosen.
+2. **Beam search** over the slots: partial outfits are extended one slot at
+   a time by every shortlisted item and scored by the Set Transformer (masks
+   make a partial outfit a valid input); the best `beam_width` survive.
+3. **Selection**: every full outfit scored at the last slot is a candidate;
+   the user's training outfits are excluded and, optionally, items are kept
+   from repeating across the k outfits (greedy, with a re-search that bans
+   used items when the candidates run out).
+
+`exact_search` enumerates everything (small catalogues only) and is the
+reference for recall in the benchmark and the tests.
+
+The search only needs the `OutfitScorer` protocol (two numpy functions), so
+the same code runs on the PyTorch model and on the ONNX export.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from outfitrec.data.outfits import PAD, DataError, Outfits
+
+DEFAULT_BEAM_WIDTH = 32
+DEFAULT_SHORTLIST = 40
+SCORE_CHUNK = 8192  # outfits scored per call: bounds memory on large beams
+MAX_EXACT_COMBINATIONS = 20_000_000
+
+
+class OutfitScorer(Protocol):
+    """The two halves of the outfit scorer the search needs (numpy in, numpy out)."""
+
+    def encode_outfits(self, item_emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Outfit embeddings z [B, d] of item embeddings [B, S, d] with mask [B, S] (True = real item)."""
+        ...
+
+    def score_embeddings(self, users: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Scores [B] of users [B] (int64) for outfit embeddings z [B, d]."""
+        ...
+
+
+@dataclass
+class SearchIndex:
+    """What the search needs about the catalogue, computed once per checkpoint.
+
+    item_emb: float32 [n_items, d], the item encoder's output for every item;
+    single_z: float32 [n_items, d], the outfit embedding of each one-item
+    outfit (user-independent, so the per-user shortlist costs one scoring pass);
+    item_category: int64 [n_items]; pools: category id -> item ids that may be
+    recommended (default: every catalogue item of that category).
+    """
+
+    item_emb: np.ndarray
+    single_z: np.ndarray
+    item_category: np.ndarray
+    pools: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.item_emb = np.ascontiguousarray(self.item_emb, dtype=np.float32)
+        self.single_z = np.ascontiguousarray(self.single_z, dtype=np.float32)
+        self.item_category = np.asarray(self.item_category, dtype=np.int64)
+        n = len(self.item_category)
+        if self.item_emb.shape[0] != n or self.single_z.shape[0] != n:
+            raise DataError(
+                f"search index: {self.item_emb.shape[0]} item embeddings / {self.single_z.shape[0]} one-item outfit "
+                f"embeddings for {n} catalogue items"
+            )
+        if not self.pools:
+            self.pools = {int(c): np.flatnonzero(self.item_category == c) for c in np.unique(self.item_category)}
+
+    @classmethod
+    def build(
+        cls, scorer: OutfitScorer, item_emb: np.ndarray, item_category: np.ndarray, chunk: int = SCORE_CHUNK
+    ) -> SearchIndex:
+        """Index from item embeddings: encodes every one-item outfit once."""
+        item_emb = np.asarray(item_emb, dtype=np.float32)
+        parts = [
+            scorer.encode_outfits(item_emb[i : i + chunk, None, :], np.ones((len(item_emb[i : i + chunk]), 1), bool))
+            for i in range(0, len(item_emb), chunk)
+        ]
+        single_z = np.concatenate(parts) if parts else np.zeros((0, item_emb.shape[1]), np.float32)
+        return cls(item_emb, single_z, item_category)
+
+    def pool(self, category: int) -> np.ndarray:
+        if category not in self.pools or len(self.pools[category]) == 0:
+            raise DataError(f"search: category {category} has no items in the catalogue")
+        return self.pools[category]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One recommended outfit: item ids in the template's slot order, its score and template index."""
+
+    items: tuple[int, ...]
+    score: float
+    template: int
+
+
+@dataclass
+class SearchStats:
+    """How much work a search did (for benchmarks and the model-info endpoint)."""
+
+    outfits_scored: int = 0
+    scorer_calls: int = 0
+
+
+def score_item_rows(
+    scorer: OutfitScorer, index: SearchIndex, user: int, items: np.ndarray, stats: SearchStats | None = None
+) -> np.ndarray:
+    """Scores [B] of the user for outfits given as padded item-id rows [B, S] (PAD = -1 for an empty slot)."""
+    items = np.asarray(items, dtype=np.int64)
+    out = np.empty(len(items), dtype=np.float32)
+    for start in range(0, len(items), SCORE_CHUNK):
+        rows = items[start : start + SCORE_CHUNK]
+        mask = rows != PAD
+        emb = index.item_emb[np.where(mask, rows, 0)]
+        z = scorer.encode_outfits(emb, mask)
+        out[start : start + len(rows)] = scorer.score_embeddings(np.full(len(rows), user, dtype=np.int64), z)
+        if stats is not None:
+            stats.outfits_scored += len(rows)
+            stats.scorer_calls += 1
+    return out
+
+
+def _proxy_scores(
+    scorer: OutfitScorer,
+    index: SearchIndex,
+    user: int,
+    pool: np.ndarray,
+    fixed: Sequence[int],
+    width: int,
+    stats: SearchStats,
+) -> np.ndarray:
+    """Cheap per-item score for a slot: the item alone, or the item added to the given (fixed) items."""
+    if not fixed:
+        z = index.single_z[pool]
+        stats.outfits_scored += len(pool)
+        stats.scorer_calls += 1
+        return scorer.score_embeddings(np.full(len(pool), user, dtype=np.int64), z)
+    rows = np.full((len(pool), width), PAD, dtype=np.int64)
+    rows[:, : len(fixed)] = np.asarray(fixed, dtype=np.int64)
+    rows[:, len(fixed)] = pool
+    return score_item_rows(scorer, index, user, rows, stats)
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest scores, best first (stable for ties)."""
+    n = min(n, len(scores))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    part = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+    return part[np.lexsort((part, -scores[part]))]
+
+
+def _assign_fixed(template: Sequence[int], fixed: Sequence[int], item_category: np.ndarray) -> list[int] | None:
+    """Slot index of each fixed item in the template (by category), or None when they do not fit."""
+    free = list(range(len(template)))
+    slots = []
+    for item in fixed:
+        cat = int(item_category[item])
+        match = next((s for s in free if template[s] == cat), None)
+        if match is None:
+            return None
+        free.remove(match)
+        slots.append(match)
+    return slots
+
+
+def _dedupe_rows(rows: np.ndarray) -> np.ndarray:
+    """Drop rows that repeat an item, and rows equal as a set to an earlier row (order in an outfit is irrelevant)."""
+    if len(rows) == 0:
+        return rows
+    srt = np.sort(rows, axis=1)
+    real = srt != PAD
+    repeated = ((srt[:, 1:] == srt[:, :-1]) & real[:, 1:]).any(axis=1)
+    _, first = np.unique(srt, axis=0, return_index=True)
+    keep = np.zeros(len(rows), dtype=bool)
+    keep[first] = True
+    return rows[keep & ~repeated]
+
+
+def beam_candidates(
+    scorer: OutfitScorer,
+    index: SearchIndex,
+    user: int,
+    template: Sequence[int],
+    fixed: Sequence[int] = (),
+    beam_width: int = DEFAULT_BEAM_WIDTH,
+    shortlist: int = DEFAULT_SHORTLIST,
+    banned: Iterable[int] = (),
+    stats: SearchStats | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full outfits of one template found by beam search, with their scores.
+
+    Returns (rows [N, len(template)] of item ids in slot order, scores [N]),
+    best first: every full outfit scored at the last slot, not only the beam.
+    `fixed` items occupy the first matching slots; `banned` items are never used.
+    Returns empty arrays when the fixed items do not fit the template.
+    """
+    stats = stats if stats is not None else SearchStats()
+    width = len(template)
+    fixed_slots = _assign_fixed(template, fixed, index.item_category)
+    if fixed_slots is None:
+        return np.zeros((0, width), np.int64), np.zeros(0, np.float32)
+    free_slots = [s for s in range(width) if s not in fixed_slots]
+    banned_set = {int(b) for b in banned} | {int(f) for f in fixed}
+    # shortlists: the best items of each free slot's category by the proxy score
+    shortlists: dict[int, np.ndarray] = {}
+    for cat in sorted({int(template[s]) for s in free_slots}):
+        pool = index.pool(cat)
+        if banned_set:
+            pool = pool[~np.isin(pool, np.fromiter(banned_set, dtype=np.int64))]
+        if len(pool) == 0:
+            return np.zeros((0, width), np.int64), np.zeros(0, np.float32)
+        proxy = _proxy_scores(scorer, index, user, pool, list(fixed), width, stats)
+        # a category filling n slots needs at least n distinct items
+        need = sum(1 for s in free_slots if template[s] == cat)
+        shortlists[cat] = pool[_top(proxy, max(shortlist, need))]
+    # slot-ordered rows; the beam starts from the fixed items
+    beam = np.full((1, width), PAD, dtype=np.int64)
+    for slot, item in zip(fixed_slots, fixed):
+        beam[0, slot] = item
+    scores = np.zeros(1, np.float32)
+    if not free_slots:
+        scores = score_item_rows(scorer, index, user, beam, stats)
+        return beam, scores
+    for step, slot in enumerate(free_slots):
+        cand = shortlists[int(template[slot])]
+        rows = np.repeat(beam, len(cand), axis=0)
+        rows[:, slot] = np.tile(cand, len(beam))
+        rows = _dedupe_rows(rows)
+        scores = score_item_rows(scorer, index, user, rows, stats)
+        order = _top(scores, len(scores) if step == len(free_slots) - 1 else beam_width)
+        beam, scores = rows[order], scores[order]
+    return beam, scores
+
+
+def enumerate_candidates(
+    scorer: OutfitScorer,
+    index: SearchIndex,
+    user: int,
+    template: Sequence[int],
+    fixed: Sequence[int] = (),
+    max_combinations: int = MAX_EXACT_COMBINATIONS,
+    stats: SearchStats | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every outfit of the template (with the fixed items) scored: the exact reference. Best first."""
+    stats = stats if stats is not None else SearchStats()
+    width = len(template)
+    fixed_slots = _assign_fixed(template, fixed, index.item_category)
+    if fixed_slots is None:
+        return np.zeros((0, width), np.int64), np.zeros(0, np.float32)
+    free_slots = [s for s in range(width) if s not in fixed_slots]
+    pools = [index.pool(int(template[s])) for s in free_slots]
+    total = int(np.prod([len(p) for p in pools], dtype=np.float64)) if pools else 1
+    if total > max_combinations:
+        raise DataError(
+            f"exact search: {total} outfits for template {list(template)}, more than max_combinations="
+            f"{max_combinations}; use the beam search"
+        )
+    rows = np.full((total, width), PAD, dtype=np.int64)
+    for slot, item in zip(fixed_slots, fixed):
+        rows[:, slot] = item
+    if pools:
+        grids = np.meshgrid(*pools, indexing="ij")
+        for slot, grid in zip(free_slots, grids):
+            rows[:, slot] = grid.reshape(-1)
+    rows = _dedupe_rows(rows)
+    scores = score_item_rows(scorer, index, user, rows, stats)
+    order = _top(scores, len(scores))
+    return rows[order], scores[order]
+
+
+def select(
+    rows: np.ndarray,
+    scores: np.ndarray,
+    templates_of_rows: np.ndarray,
+    k: int,
+    exclude: set[frozenset[int]] | None = None,
+    diverse: bool = False,
+    fixed: Sequence[int] = (),
+    used: set[int] | None = None,
+) -> list[Recommendation]:
+    """The k best outfits: excluded outfits (as item sets) skipped; with `diverse`, no free item used twice.
+
+    used: items already taken by earlier picks (diverse mode never takes them again).
+    """
+    exclude = exclude or set()
+    fixed_set = {int(f) for f in fixed}
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    chosen: list[Recommendation] = []
+    seen: set[frozenset[int]] = set()
+    used = set(used or ())
+    for i in order:
+        items = tuple(int(x) for x in rows[i] if x != PAD)
+        key = frozenset(items)
+        if key in exclude or key in seen:
+            continue
+        free = key - fixed_set
+        if diverse and free & used:
+            continue
+        seen.add(key)
+        used |= free
+        chosen.append(Recommendation(items, float(scores[i]), int(templates_of_rows[i])))
+        if len(chosen) == k:
+            break
+    return chosen
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray, int]], width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack candidate lists of several templates (padded to one width)."""
+    rows, scores, tmpl = [], [], []
+    for r, s, t in parts:
+        padded = np.full((len(r), width), PAD, dtype=np.int64)
+        padded[:, : r.shape[1]] = r
+        rows.append(padded)
+        scores.append(s)
+        tmpl.append(np.full(len(r), t, dtype=np.int64))
+    if not rows:
+        return np.zeros((0, width), np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    return np.concatenate(rows), np.concatenate(scores), np.concatenate(tmpl)
+
+
+def search(
+    scorer: OutfitScorer,
+    index: SearchIndex,
+    user: int,
+    templates: Sequence[Sequence[int]],
+    k: int = 10,
+    fixed: Sequence[int] = (),
+    exclude: set[frozenset[int]] | None = None,
+    diverse: bool = False,
+    exact: bool = False,
+    beam_width: int = DEFAULT_BEAM_WIDTH,
+    shortlist: int = DEFAULT_SHORTLIST,
+    stats: SearchStats | None = None,
+) -> list[Recommendation]:
+    """The user's k best outfits over the given templates (lists of category ids).
+
+    fixed: items every outfit must contain (completing an outfit); templates the
+    fixed items do not fit are skipped. exclude: outfits (item sets) never
+    returned, e.g. the user's training outfits. diverse: no item (other than
+    the fixed ones) appears in two returned outfits. exact: enumerate every
+    outfit instead of the beam search (small catalogues only).
+    """
+    if k < 1:
+        raise DataError(f"search: k must be at least 1, got {k}")
+    if not templates:
+        raise DataError("search: no outfit template to fill")
+    stats = stats if stats is not None else SearchStats()
+    width = max(len(t) for t in templates)
+    banned: set[int] = set()
+    chosen: list[Recommendation] = []
+    # a diverse search that runs out of candidates searches again without the items already used
+    for _ in range(k if diverse and not exact else 1):
+        parts = []
+        for t, template in enumerate(templates):
+            if exact:
+                rows, scores = enumerate_candidates(scorer, index, user, template, fixed, stats=stats)
+            else:
+                rows, scores = beam_candidates(
+                    scorer, index, user, template, fixed, beam_width, shortlist, banned, stats
+                )
+            parts.append((rows, scores, t))
+        rows, scores, tmpl = _merge(parts, width)
+        if len(rows) == 0:
+            break
+        taken = {frozenset(r.items) for r in chosen}
+        used = {i for r in chosen for i in r.items} - {int(f) for f in fixed}
+        more = select(rows, scores, tmpl, k - len(chosen), (exclude or set()) | taken, diverse, fixed, used)
+        chosen.extend(more)
+        if len(chosen) >= k or not diverse:
+            break
+        new_banned = banned | {i for r in chosen for i in r.items} - {int(f) for f in fixed}
+        if new_banned == banned:
+            break
+        banned = new_banned
+    chosen.sort(key=lambda r: -r.score)
+    return chosen[:k]
+
+
+def templates_from_dataset(
+    category_names: Sequence[str],
+    meta: dict,
+    train: Outfits | None = None,
+    min_share: float = 0.05,
+    max_templates: int = 4,
+) -> list[list[int]]:
+    """Outfit templates as lists of category ids.
+
+    From `meta['templates']` (lists of category names) when present; otherwise
+    the category combinations of at least `min_share` of the training outfits
+    (the most frequent `max_templates`, and always at least the most frequent one).
+    """
+    names = {name: i for i, name in enumerate(category_names)}
+    if meta.get("templates"):
+        out = []
+        for t, template in enumerate(meta["templates"]):
+            if not isinstance(template, list) or not template:
+                raise DataError(f"dataset meta: templates[{t}] must be a non-empty list of category names")
+            for name in template:
+                if name not in names:
+                    raise DataError(
+                        f"dataset meta: templates[{t}] names category {name!r}, not one of {list(category_names)}"
+                    )
+            out.append([names[name] for name in template])
+        return out
+    if train is None or len(train) == 0:
+        raise DataError("dataset: no meta['templates'] and no training outfits to derive templates from")
+    combos = Counter(tuple(sorted(int(c) for c in row[m])) for row, m in zip(train.categories, train.mask))
+    ranked = combos.most_common()
+    keep = [list(c) for c, n in ranked if n >= min_share * len(train)][:max_templates]
+    return keep or [list(ranked[0][0])]
