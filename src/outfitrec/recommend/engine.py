@@ -1,0 +1,409 @@
+"""The recommender: a trained model plus its prepared dataset, ready to answer requests.
+
+`Recommender` loads a run directory (``config.yaml`` names the prepared
+dataset, ``model/`` holds the best checkpoint) or a checkpoint plus a dataset,
+computes the search index (item embeddings and one-item outfit embeddings)
+once per checkpoint, caches it on disk beside the checkpoint keyed by the
+checkpoint's hash, and answers recommend / complete / score / history. One
+lock serialises inference, so one engine can be shared by the threads of a
+web server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+
+from outfitrec.data.outfits import PAD, DataError, OutfitDataset, save_npz_atomic
+from outfitrec.recommend.search import (
+    DEFAULT_BEAM_WIDTH,
+    DEFAULT_SHORTLIST,
+    OutfitScorer,
+    Recommendation,
+    SearchIndex,
+    SearchStats,
+    score_item_rows,
+    search,
+    templates_from_dataset,
+)
+
+Backend = Literal["torch", "onnx"]
+ENCODE_BATCH = 512
+INDEX_VERSION = 1
+
+
+class NotFound(LookupError):
+    """An unknown user or item: the service answers 404 with this message."""
+
+
+def checkpoint_hash(checkpoint_dir: str | Path) -> str:
+    """SHA-256 of the checkpoint's files (weights + JSON): the key of every cache derived from it."""
+    checkpoint_dir = Path(checkpoint_dir)
+    files = sorted(p for p in checkpoint_dir.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json"))
+    if not files:
+        raise DataError(f"{checkpoint_dir}: no checkpoint (model.safetensors + model.json) here")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_dataset_path(path: str | Path, origin: str = "") -> Path:
+    """A prepared dataset folder or a dataset.npz -> the dataset.npz path (DataError naming `origin` if missing)."""
+    path = Path(path)
+    candidate = path / "dataset.npz" if path.is_dir() else path
+    if not candidate.is_file():
+        where = f"{origin}: " if origin else ""
+        raise DataError(f"{where}dataset {path} not found (expected a prepared folder with dataset.npz, or a .npz)")
+    return candidate
+
+
+def run_data_path(run_dir: str | Path) -> Path:
+    """The prepared dataset a run was trained on, from its config.yaml (data.path)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(f"{run_dir}: not a run directory (no config.yaml)")
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{config_path}: not valid YAML ({exc})") from exc
+    data_path = (config or {}).get("data", {}).get("path") if isinstance(config, dict) else None
+    if not data_path:
+        raise DataError(f"{config_path}: key data.path is missing")
+    # as written (absolute or relative to the working directory), else relative to the run directory
+    for base in (Path("."), run_dir):
+        candidate = base / data_path
+        if candidate.exists():
+            return resolve_dataset_path(candidate, f"{config_path}:data.path")
+    raise DataError(f"{config_path}:data.path: {data_path} does not exist")
+
+
+class TorchScorer:
+    """`OutfitScorer` over a PyTorch `OutfitModel` (eval mode, no autograd)."""
+
+    def __init__(self, model) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = model.eval()
+
+    def encode_items(self, item_ids: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.model.encode_items(self.torch.as_tensor(np.asarray(item_ids), dtype=self.torch.long))
+        return out.float().numpy()
+
+    def encode_outfits(self, item_emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            z = self.model.encode_outfits(
+                self.torch.from_numpy(np.ascontiguousarray(item_emb, np.float32)),
+                self.torch.from_numpy(np.ascontiguousarray(mask, bool)),
+            )
+        return z.float().numpy()
+
+    def score_embeddings(self, users: np.ndarray, z: np.ndarray) -> np.ndarray:
+        with self.torch.inference_mode():
+            s = self.model.score_embeddings(
+                self.torch.as_tensor(np.asarray(users), dtype=self.torch.long),
+                self.torch.from_numpy(np.ascontiguousarray(z, np.float32)),
+            )
+        return s.float().numpy()
+
+
+def _encode_catalogue(scorer, n_items: int, desc: str) -> np.ndarray:
+    """Item embeddings of the whole catalogue, in batches, with a progress bar."""
+    from tqdm import tqdm
+
+    parts = []
+    for start in tqdm(range(0, n_items, ENCODE_BATCH), desc=desc, unit="batch", disable=None, leave=False):
+        parts.append(scorer.encode_items(np.arange(start, min(start + ENCODE_BATCH, n_items))))
+    return np.concatenate(parts).astype(np.float32)
+
+
+class Recommender:
+    """A loaded model + dataset answering recommendation requests (thread-safe)."""
+
+    def __init__(
+        self,
+        dataset: OutfitDataset,
+        scorer: OutfitScorer,
+        index: SearchIndex,
+        info: dict,
+    ) -> None:
+        self.dataset = dataset
+        self.scorer = scorer
+        self.index = index
+        self.templates = templates_from_dataset(
+            dataset.catalogue.category_names, dataset.meta, dataset.splits.get("train")
+        )
+        self.max_size = max(max(len(t) for t in self.templates), dataset.max_size)
+        self._lock = threading.Lock()
+        self._history: dict[str, dict[int, list[tuple[int, ...]]]] = {}
+        self._train_sets: dict[int, set[frozenset[int]]] = {}
+        train = dataset.splits.get("train")
+        if train is not None:
+            for user, row, m in zip(train.users, train.items, train.mask):
+                self._train_sets.setdefault(int(user), set()).add(frozenset(int(i) for i in row[m]))
+        self.info = info | {
+            "n_users": dataset.n_users,
+            "n_items": dataset.catalogue.n_items,
+            "categories": list(dataset.catalogue.category_names),
+            "templates": [[dataset.catalogue.category_names[c] for c in t] for t in self.templates],
+            "max_outfit_size": self.max_size,
+            "embedding_dim": int(index.item_emb.shape[1]),
+        }
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint_dir: str | Path,
+        data_path: str | Path,
+        backend: Backend = "torch",
+        cache: bool = True,
+        onnx_dir: str | Path | None = None,
+    ) -> Recommender:
+        """Load a checkpoint (models.checkpoint) and its prepared dataset (folder or dataset.npz).
+
+        backend="onnx" runs the ONNX export in `onnx_dir` (default: checkpoint_dir/onnx), exporting it first
+        when it is missing. cache: keep the search index in checkpoint_dir/cache/ (keyed by the checkpoint hash).
+        """
+        from outfitrec.models.checkpoint import load_model
+
+        started = time.perf_counter()
+        checkpoint_dir = Path(checkpoint_dir)
+        dataset_path = resolve_dataset_path(data_path)
+        dataset = OutfitDataset.load(dataset_path)
+        model = load_model(checkpoint_dir)
+        n_model_items = getattr(model, "n_items", None)
+        if n_model_items is not None and int(n_model_items) != dataset.catalogue.n_items:
+            raise DataError(
+                f"{checkpoint_dir}: the model knows {n_model_items} items, {dataset_path} has "
+                f"{dataset.catalogue.n_items}"
+            )
+        model.bind_catalogue(dataset.catalogue)
+        model.eval()
+        digest = checkpoint_hash(checkpoint_dir)
+        if backend == "torch":
+            scorer = TorchScorer(model)
+        elif backend == "onnx":
+            from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx
+
+            onnx_dir = Path(onnx_dir) if onnx_dir is not None else checkpoint_dir / "onnx"
+            if not OnnxScorer.exists(onnx_dir, digest):
+                export_onnx(model, onnx_dir, digest)
+            scorer = OnnxScorer(onnx_dir, dataset.catalogue, digest)
+        else:
+            raise DataError(f"unknown backend {backend!r}; expected 'torch' or 'onnx'")
+        index = cls._load_or_build_index(scorer, dataset, checkpoint_dir / "cache", digest, backend, cache)
+        counts = model.parameter_counts() if hasattr(model, "parameter_counts") else {}
+        info = {
+            "checkpoint": str(checkpoint_dir),
+            "checkpoint_sha256": digest,
+            "dataset": str(dataset_path),
+            "dataset_name": dataset.meta.get("name", ""),
+            "backend": backend,
+            "model_config": model.config.model_dump() if hasattr(model, "config") else {},
+            "parameters": {k: int(v) for k, v in counts.items()},
+            "load_seconds": round(time.perf_counter() - started, 3),
+        }
+        return cls(dataset, scorer, index, info)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, backend: Backend = "torch", cache: bool = True) -> Recommender:
+        """Load a training run directory: its best checkpoint (model/) and the dataset named in config.yaml."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "model").is_dir():
+            raise DataError(f"{run_dir}: no model/ checkpoint in this run directory")
+        rec = cls.from_checkpoint(run_dir / "model", run_data_path(run_dir), backend, cache)
+        rec.info["run"] = str(run_dir)
+        return rec
+
+    @staticmethod
+    def _load_or_build_index(
+        scorer, dataset: OutfitDataset, cache_dir: Path, digest: str, backend: str, cache: bool
+    ) -> SearchIndex:
+        """The search index from the cache when its key matches, else computed (and cached when possible)."""
+        path = cache_dir / f"search_index_{backend}_{digest[:16]}.npz"
+        n_items = dataset.catalogue.n_items
+        if cache and path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    ok = int(z["version"]) == INDEX_VERSION and str(z["sha256"]) == digest
+                    if ok and z["item_emb"].shape[0] == n_items:
+                        return SearchIndex(z["item_emb"], z["single_z"], dataset.catalogue.item_category)
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is rebuilt below
+        item_emb = _encode_catalogue(scorer, n_items, "item embeddings")
+        index = SearchIndex.build(scorer, item_emb, dataset.catalogue.item_category)
+        if cache:
+            try:
+                save_npz_atomic(
+                    path,
+                    {
+                        "item_emb": index.item_emb,
+                        "single_z": index.single_z,
+                        "sha256": np.array(digest),
+                        "version": np.array(INDEX_VERSION),
+                    },
+                )
+            except OSError:
+                pass  # read-only checkpoint folder: the index lives in memory only
+        return index
+
+    # ------------------------------------------------------------------ checks
+    def check_user(self, user: int) -> int:
+        if not 0 <= int(user) < self.dataset.n_users:
+            raise NotFound(f"user {user} not found (users are 0..{self.dataset.n_users - 1})")
+        return int(user)
+
+    def check_items(self, items: Sequence[int]) -> list[int]:
+        n = self.dataset.catalogue.n_items
+        for item in items:
+            if not 0 <= int(item) < n:
+                raise NotFound(f"item {item} not found (items are 0..{n - 1})")
+        return [int(i) for i in items]
+
+    def check_templates(self, templates: Sequence[int] | None) -> list[list[int]]:
+        if templates is None:
+            return self.templates
+        for t in templates:
+            if not 0 <= int(t) < len(self.templates):
+                raise DataError(f"template {t} does not exist (templates are 0..{len(self.templates) - 1})")
+        return [self.templates[int(t)] for t in templates]
+
+    # ------------------------------------------------------------------ answers
+    def recommend(
+        self,
+        user: int,
+        k: int = 10,
+        diverse: bool = False,
+        templates: Sequence[int] | None = None,
+        exact: bool = False,
+        beam_width: int = DEFAULT_BEAM_WIDTH,
+        shortlist: int = DEFAULT_SHORTLIST,
+        stats: SearchStats | None = None,
+    ) -> list[Recommendation]:
+        """The user's k best new outfits (their training outfits excluded) over the templates (indices)."""
+        user = self.check_user(user)
+        chosen = self.check_templates(templates)
+        with self._lock:
+            recs = search(
+                self.scorer,
+                self.index,
+                user,
+                chosen,
+                k,
+                exclude=self._train_sets.get(user, set()),
+                diverse=diverse,
+                exact=exact,
+                beam_width=beam_width,
+                shortlist=shortlist,
+                stats=stats,
+            )
+        return self._renumber(recs, templates)
+
+    def complete(
+        self,
+        user: int,
+        items: Sequence[int],
+        k: int = 5,
+        template: int | None = None,
+        diverse: bool = False,
+        exclude_history: bool = True,
+        beam_width: int = DEFAULT_BEAM_WIDTH,
+        shortlist: int = DEFAULT_SHORTLIST,
+    ) -> list[Recommendation]:
+        """The k best outfits containing the given items, missing slots filled (templates the items fit)."""
+        user = self.check_user(user)
+        items = self.check_items(items)
+        if not items:
+            raise DataError("complete: give at least one item")
+        if len(set(items)) != len(items):
+            raise DataError(f"complete: an item is given twice in {items}")
+        tids = None if template is None else [template]
+        chosen = self.check_templates(tids)
+        with self._lock:
+            recs = search(
+                self.scorer,
+                self.index,
+                user,
+                chosen,
+                k,
+                fixed=items,
+                exclude=self._train_sets.get(user, set()) if exclude_history else None,
+                diverse=diverse,
+                beam_width=beam_width,
+                shortlist=shortlist,
+            )
+        if not recs:
+            names = [self.dataset.catalogue.category_names[self.dataset.catalogue.item_category[i]] for i in items]
+            raise DataError(
+                f"complete: items {items} (categories {names}) fit no outfit template {self.info['templates']}"
+            )
+        return self._renumber(recs, tids)
+
+    def _renumber(self, recs: list[Recommendation], templates: Sequence[int] | None) -> list[Recommendation]:
+        """Template positions within the chosen subset -> indices into self.templates."""
+        if templates is None:
+            return recs
+        return [Recommendation(r.items, r.score, int(templates[r.template])) for r in recs]
+
+    def score(self, user: int, outfits: Sequence[Sequence[int]]) -> np.ndarray:
+        """Scores of the user for each outfit (lists of item ids, 1..max_outfit_size items, no repeats)."""
+        user = self.check_user(user)
+        rows = np.full((len(outfits), self.max_size), PAD, dtype=np.int64)
+        for r, outfit in enumerate(outfits):
+            items = self.check_items(outfit)
+            if not 1 <= len(items) <= self.max_size:
+                raise DataError(f"outfits[{r}]: {len(items)} items, expected 1..{self.max_size}")
+            if len(set(items)) != len(items):
+                raise DataError(f"outfits[{r}]: an item appears twice in {items}")
+            rows[r, : len(items)] = items
+        if len(rows) == 0:
+            return np.zeros(0, np.float32)
+        with self._lock:
+            return score_item_rows(self.scorer, self.index, user, rows)
+
+    def history(self, user: int, split: str = "train") -> list[tuple[int, ...]]:
+        """The user's outfits in a split (item ids), in dataset order."""
+        user = self.check_user(user)
+        if split not in self.dataset.splits:
+            raise NotFound(f"split {split!r} not found (splits are {sorted(self.dataset.splits)})")
+        per_split = self._history.get(split)
+        if per_split is None:
+            per_split = {}
+            part = self.dataset.splits[split]
+            for u, row, m in zip(part.users, part.items, part.mask):
+                per_split.setdefault(int(u), []).append(tuple(int(i) for i in row[m]))
+            self._history[split] = per_split
+        return per_split.get(user, [])
+
+    def item_category_name(self, item: int) -> str:
+        return self.dataset.catalogue.category_names[int(self.dataset.catalogue.item_category[int(item)])]
+
+    def item_png(self, item: int, scale: int = 1) -> bytes:
+        """The item's catalogue image as PNG bytes (nearest-neighbour upscaled by `scale`)."""
+        from PIL import Image
+
+        (item,) = self.check_items([item])
+        image = np.asarray(self.dataset.catalogue.load_image(item))
+        if image.dtype != np.uint8:
+            image = np.clip(image, 0, 255).astype(np.uint8)
+        pil = Image.fromarray(image)
+        if scale > 1:
+            pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
+        buffer = io.BytesIO()
+        pil.save(buffer, format="PNG")
+        return buffer.getvalue()

@@ -1,0 +1,244 @@
+"""The HTTP service: recommendations, outfit completion, scores, history, item images and a web page.
+
+`create_app(recommender)` builds the FastAPI app around a loaded
+`outfitrec.recommend.engine.Recommender`; `outfitrec serve RUN` runs it with
+uvicorn on loopback. Endpoints are plain `def` functions (FastAPI runs them
+in its thread pool) and the engine serialises inference with one lock, so
+concurrent requests are safe. Unknown users and items answer 404, requests
+outside their bounds 422, each with a one-line message in `detail`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from fastapi import FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from outfitrec import __version__
+from outfitrec.data.outfits import DataError
+from outfitrec.recommend.engine import NotFound, Recommender
+from outfitrec.recommend.search import Recommendation
+
+STATIC = Path(__file__).resolve().parent / "static"
+MAX_K = 50
+MAX_SCORE_BATCH = 256
+MAX_OUTFIT_ITEMS = 16
+MAX_BEAM = 256
+MAX_SHORTLIST = 500
+MAX_PAGE = 1000
+IMAGE_CACHE = 4096
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(_Strict):
+    """Top-k new outfits for a user (their training outfits are never returned)."""
+
+    user: int = Field(description="user id (0..n_users-1)")
+    k: int = Field(10, ge=1, le=MAX_K, description="number of outfits")
+    diverse: bool = Field(False, description="no item appears in two of the returned outfits")
+    templates: list[int] | None = Field(
+        None, min_length=1, max_length=32, description="template indices to fill (default: all, see /api/info)"
+    )
+    beam_width: int = Field(32, ge=1, le=MAX_BEAM, description="partial outfits kept per slot")
+    shortlist: int = Field(40, ge=1, le=MAX_SHORTLIST, description="items per slot considered")
+
+
+class CompleteRequest(_Strict):
+    """Complete an outfit: the best items for the missing slots of a template the given items fit."""
+
+    user: int = Field(description="user id (0..n_users-1)")
+    items: list[int] = Field(min_length=1, max_length=MAX_OUTFIT_ITEMS, description="item ids already chosen")
+    k: int = Field(5, ge=1, le=MAX_K, description="number of completed outfits")
+    template: int | None = Field(None, ge=0, description="template index (default: every template the items fit)")
+    diverse: bool = Field(False, description="the added items differ between the returned outfits")
+
+
+class ScoreRequest(_Strict):
+    """Scores of a user for given outfits."""
+
+    user: int = Field(description="user id (0..n_users-1)")
+    outfits: list[list[int]] = Field(
+        min_length=1, max_length=MAX_SCORE_BATCH, description=f"up to {MAX_SCORE_BATCH} outfits (lists of item ids)"
+    )
+
+
+class Item(BaseModel):
+    id: int
+    category: str
+    name: str
+    image: str = Field(description="URL of the item's PNG image")
+
+
+class Outfit(BaseModel):
+    items: list[Item]
+    score: float | None = None
+    template: int | None = None
+    template_name: str | None = None
+
+
+class OutfitList(BaseModel):
+    user: int
+    outfits: list[Outfit]
+    seconds: float = Field(0.0, description="server-side time of the search")
+
+
+class Scores(BaseModel):
+    user: int
+    scores: list[float]
+
+
+class User(BaseModel):
+    id: int
+    name: str
+    n_train: int
+
+
+class UserPage(BaseModel):
+    total: int
+    users: list[User]
+
+
+class ItemPage(BaseModel):
+    total: int
+    items: list[Item]
+
+
+def create_app(recommender: Recommender) -> FastAPI:
+    """The FastAPI app answering from one loaded recommender."""
+    app = FastAPI(
+        title="outfitrec",
+        version=__version__,
+        description="Personalized outfit recommendation: recommend, complete and score outfits for a user.",
+    )
+    rec = recommender
+    catalogue = rec.dataset.catalogue
+    png_cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+    png_lock = threading.Lock()
+
+    @app.exception_handler(NotFound)
+    def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc).strip("'\"")})
+
+    @app.exception_handler(DataError)
+    def _bad_request(_: Request, exc: DataError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    def item(i: int) -> Item:
+        return Item(
+            id=int(i),
+            category=rec.item_category_name(i),
+            name=str(catalogue.item_names[int(i)]),
+            image=f"/api/items/{int(i)}/image.png",
+        )
+
+    def outfit(r: Recommendation) -> Outfit:
+        names = rec.info["templates"]
+        name = " + ".join(names[r.template])
+        return Outfit(items=[item(i) for i in r.items], score=r.score, template=r.template, template_name=name)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/health", summary="Liveness: the model is loaded")
+    def health() -> dict:
+        return {"status": "ok", "users": rec.dataset.n_users, "items": catalogue.n_items}
+
+    @app.get("/api/info", summary="The model, its checkpoint and dataset, the templates")
+    def info() -> dict:
+        return rec.info | {"limits": {"k": MAX_K, "score_batch": MAX_SCORE_BATCH, "outfit_items": MAX_OUTFIT_ITEMS}}
+
+    @app.get("/api/users", response_model=UserPage, summary="Users, with their number of training outfits")
+    def users(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=MAX_PAGE)) -> UserPage:
+        ids = range(offset, min(offset + limit, rec.dataset.n_users))
+        names = rec.dataset.user_names
+        return UserPage(
+            total=rec.dataset.n_users,
+            users=[User(id=u, name=str(names[u]), n_train=len(rec.history(u, "train"))) for u in ids],
+        )
+
+    @app.get("/api/users/{user}/history", response_model=OutfitList, summary="A user's outfits in a split")
+    def history(user: int, split: str = Query("train", pattern="^(train|valid|test)$")) -> OutfitList:
+        outfits = [Outfit(items=[item(i) for i in o]) for o in rec.history(user, split)]
+        return OutfitList(user=user, outfits=outfits)
+
+    @app.post("/api/recommend", response_model=OutfitList, summary="The user's top-k new outfits")
+    def recommend(req: RecommendRequest) -> OutfitList:
+        import time
+
+        start = time.perf_counter()
+        recs = rec.recommend(
+            req.user, req.k, req.diverse, req.templates, beam_width=req.beam_width, shortlist=req.shortlist
+        )
+        return OutfitList(user=req.user, outfits=[outfit(r) for r in recs], seconds=time.perf_counter() - start)
+
+    @app.post("/api/complete", response_model=OutfitList, summary="Fill the missing slots of an outfit")
+    def complete(req: CompleteRequest) -> OutfitList:
+        import time
+
+        start = time.perf_counter()
+        recs = rec.complete(req.user, req.items, req.k, req.template, req.diverse)
+        return OutfitList(user=req.user, outfits=[outfit(r) for r in recs], seconds=time.perf_counter() - start)
+
+    @app.post("/api/score", response_model=Scores, summary="Scores of a user for given outfits")
+    def score(req: ScoreRequest) -> Scores:
+        for r, o in enumerate(req.outfits):
+            if not 1 <= len(o) <= MAX_OUTFIT_ITEMS:
+                raise DataError(f"outfits[{r}]: {len(o)} items, expected 1..{MAX_OUTFIT_ITEMS}")
+        return Scores(user=req.user, scores=[float(s) for s in rec.score(req.user, req.outfits)])
+
+    @app.get("/api/items", response_model=ItemPage, summary="Catalogue items, optionally of one category")
+    def items(
+        category: str | None = Query(None, description="category name"),
+        offset: int = Query(0, ge=0),
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+    ) -> ItemPage:
+        if category is None:
+            ids = range(catalogue.n_items)
+        else:
+            if category not in catalogue.category_names:
+                raise NotFound(f"category {category!r} not found (categories are {list(catalogue.category_names)})")
+            ids = rec.index.pool(catalogue.category_names.index(category)).tolist()
+        page = list(ids[offset : offset + limit])
+        return ItemPage(total=len(ids), items=[item(i) for i in page])
+
+    @app.get("/api/items/{item_id}", response_model=Item, summary="One catalogue item")
+    def one_item(item_id: int) -> Item:
+        rec.check_items([item_id])
+        return item(item_id)
+
+    @app.get(
+        "/api/items/{item_id}/image.png",
+        summary="The item's image (PNG)",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}},
+    )
+    def image(item_id: int = PathParam(), scale: int = Query(1, ge=1, le=8)) -> Response:
+        key = (item_id, scale)
+        with png_lock:
+            data = png_cache.get(key)
+        if data is None:
+            data = rec.item_png(item_id, scale)
+            with png_lock:
+                png_cache[key] = data
+                if len(png_cache) > IMAGE_CACHE:
+                    png_cache.popitem(last=False)
+        return Response(content=data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+    return app
+
+
+def create_app_from_run(run_dir: str | Path, backend: str = "torch") -> FastAPI:
+    """Load a run directory (best checkpoint + the dataset of its config.yaml) and build the app."""
+    return create_app(Recommender.from_run(run_dir, backend=backend))  # type: ignore[arg-type]
