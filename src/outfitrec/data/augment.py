@@ -179,16 +179,19 @@ def replace_one(
     if not bool(has_real.any()):
         return items.clone(), mask.clone()
 
-    in_range = (cat >= 0) & (cat < cp.n_categories)
-    cat_c = cat.clamp(0, max(cp.n_categories - 1, 0))
-    size = torch.where(in_range, cp.sizes[cat_c], 0) if cp.n_categories else torch.zeros_like(cat)
-    bad = has_real & (size == 0)
+    # Every real slot's category must have items, whichever slot the draw picks: an error must not depend on luck.
+    all_in_range = (categories >= 0) & (categories < cp.n_categories)
+    all_c = categories.clamp(0, max(cp.n_categories - 1, 0))
+    all_size = torch.where(all_in_range, cp.sizes[all_c], 0) if cp.n_categories else torch.zeros_like(categories)
+    bad = mask & (all_size == 0)
     if bool(bad.any()):
-        r = int(bad.nonzero()[0, 0])
+        r, c = (int(x) for x in bad.nonzero()[0])
         raise DataError(
-            f"replace_one: row {r}, slot {int(slot[r])}: category {int(cat[r])} of item {int(cur[r])} "
+            f"replace_one: row {r}, slot {c}: category {int(categories[r, c])} of item {int(items[r, c])} "
             "has no items in the pools"
         )
+    cat_c = cat.clamp(0, max(cp.n_categories - 1, 0))
+    size = cp.sizes[cat_c]
     # From here every row with a real item has a non-empty pool, so flat is non-empty.
     start = cp.offsets[cat_c]
 
