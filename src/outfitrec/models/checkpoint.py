@@ -1,0 +1,147 @@
+"""Save and load an OutfitModel: `model.safetensors` (weights) + `model.json` (what the model is).
+
+Never pickle: the weights are a safetensors file, everything else JSON. The
+JSON holds the ModelConfig, the model's sizes, free-form `meta` (dataset,
+role, metrics...) and the SHA-256 of the weights file, so a truncated,
+corrupted or swapped weights file is reported on load instead of silently
+giving other scores. Each file is written to a temporary file and renamed;
+the weights go first and the JSON (with their hash) last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pydantic
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+
+from outfitrec.data.outfits import DataError, write_text_atomic
+from outfitrec.models.outfit_model import ModelConfig, OutfitModel
+
+WEIGHTS_FILE = "model.safetensors"
+INFO_FILE = "model.json"
+FORMAT = "outfitrec-model"
+VERSION = 1
+
+
+class CheckpointError(DataError):
+    """A checkpoint that is missing, corrupted, or does not fit the model it describes."""
+
+
+def _write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: OutfitModel, directory: str | Path, meta: dict | None = None) -> Path:
+    """Write `directory/model.safetensors` + `directory/model.json`; returns the directory."""
+    directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    data = safetensors_save(state)
+    info = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.config.model_dump(),
+        "n_users": model.n_users,
+        "n_items": model.n_items,
+        "n_categories": model.n_categories,
+        "parameter_counts": model.parameter_counts(),
+        "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "meta": meta or {},
+    }
+    try:
+        text = json.dumps(info, indent=2, sort_keys=True)
+    except TypeError as exc:
+        raise CheckpointError(f"{directory / INFO_FILE}: meta is not JSON-serialisable ({exc})") from exc
+    _write_bytes_atomic(directory / WEIGHTS_FILE, data)
+    write_text_atomic(directory / INFO_FILE, text + "\n")
+    return directory
+
+
+def _resolve(directory: str | Path) -> Path:
+    """Accept the checkpoint folder, or its model.json / model.safetensors."""
+    path = Path(directory)
+    if path.name in (INFO_FILE, WEIGHTS_FILE):
+        path = path.parent
+    if not (path / INFO_FILE).exists():
+        raise CheckpointError(f"{path / INFO_FILE}: no such file (not a model checkpoint folder)")
+    return path
+
+
+def read_model_info(directory: str | Path) -> dict:
+    """The checkpoint's JSON (config, sizes, meta), validated, without loading the weights."""
+    path = _resolve(directory) / INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not a readable JSON file ({exc})") from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an outfitrec model description (key 'format' != {FORMAT!r})")
+    if info.get("version") != VERSION:
+        raise CheckpointError(f"{path}: key 'version' is {info.get('version')!r}, this outfitrec reads {VERSION}")
+    for key in ("n_users", "n_items", "n_categories"):
+        if not isinstance(info.get(key), int) or info[key] <= 0:
+            raise CheckpointError(f"{path}: key {key!r} must be a positive integer, got {info.get(key)!r}")
+    try:
+        info["config"] = ModelConfig.model_validate(info.get("config"))
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        raise CheckpointError(f"{path}: key 'config.{where}': {first['msg']}") from exc
+    return info
+
+
+def load_model(directory: str | Path, map_location: str | torch.device = "cpu") -> OutfitModel:
+    """Rebuild the model from model.json and load model.safetensors into it, checking every tensor.
+
+    The returned model is in eval mode, has `checkpoint_meta` (the saved meta),
+    and still needs `bind_catalogue` before it can encode items.
+    """
+    directory = _resolve(directory)
+    info = read_model_info(directory)
+    weights = directory / WEIGHTS_FILE
+    try:
+        data = weights.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{weights}: cannot read ({exc})") from exc
+    expected_hash = info.get("weights_sha256")
+    if expected_hash is not None and hashlib.sha256(data).hexdigest() != expected_hash:
+        raise CheckpointError(f"{weights}: corrupted or replaced (SHA-256 differs from {directory / INFO_FILE})")
+    try:
+        state = safetensors_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from exc
+    model = OutfitModel(info["config"], info["n_users"], info["n_items"], info["n_categories"])
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: tensors do not match the model of {INFO_FILE}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape or tensor.dtype != expected[name].dtype:
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, the model of {INFO_FILE} "
+                f"expects {tuple(expected[name].shape)} {expected[name].dtype}"
+            )
+    model.load_state_dict(state)
+    model.checkpoint_meta = info.get("meta", {})
+    return model.to(map_location).eval()

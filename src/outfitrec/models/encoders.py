@@ -1,0 +1,311 @@
+"""Item encoders: item id -> embedding [d]. One class per `ModelConfig.encoder`.
+
+Every encoder is a backbone (what reads the item's content) followed by the
+projection head of method.md §2: Linear -> LayerNorm -> ReLU -> Dropout to d.
+Item content (pixels, cached features, categories) comes from the catalogue
+through `bind_catalogue` and is held in non-persistent buffers: it moves with
+`.to(device)` but never enters a checkpoint, which holds weights only.
+
+- "cnn": a CNN trained end to end on the item images, in two sizes (teacher,
+  student; see CNN_PRESETS). Built for 28x28 grey items (Fashion-MNIST); other
+  images (RGB photos of any size) are resized once, at bind time, to
+  PHOTO_SIDE x PHOTO_SIDE, and the backbone's last feature map is
+  adaptive-average-pooled to its fixed grid, so any size works.
+- "pretrained": frozen ImageNet EfficientNet-Lite2 features (1280 per item),
+  cached on disk by `outfitrec features` (models/features.py), + head.
+- "features": any precomputed float matrix [n_items, F] (.npy) + head.
+- "id": item-id embedding + category embedding + head, for data without
+  images; an item not seen in training is represented by its category alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from outfitrec.data.outfits import Catalogue, DataError
+
+FMNIST_SIDE = 28  # grey items of this size are used as they are
+PHOTO_SIDE = 56  # any other image is resized to this side at bind time (CPU-affordable; 2 x 28)
+PRETRAINED_FEATURE_DIM = 1280  # EfficientNet-Lite2 head width
+
+# CNN sizes. stem: (channels, kernel, stride); convs: (channels, stride) of 3x3 convs; the last
+# map is pooled to grid x grid, flattened and projected to `hidden` by a fully connected layer.
+# Most of the teacher's ~1.16M parameters sit in that layer, which costs few multiply-adds,
+# so the teacher encodes several thousand 28x28 items/s on one CPU core; the student has
+# 56.6k parameters (< 1/20 of the teacher's). BatchNorm-free: a training batch holds each
+# distinct item once, so batch statistics would depend on the batch's composition.
+CNN_PRESETS: dict[str, dict] = {
+    "teacher": {"stem": (48, 5, 2), "convs": ((96, 2), (128, 1)), "grid": 7, "hidden": 160},
+    "student": {"stem": (16, 5, 2), "convs": ((32, 2), (48, 2)), "grid": 4, "hidden": 48},
+}
+ID_WIDTHS = {"teacher": 128, "student": 8}  # id/category embedding width per size preset
+
+
+class ProjectionHead(nn.Sequential):
+    """Linear -> LayerNorm -> ReLU -> Dropout: backbone features to the item embedding of size d."""
+
+    def __init__(self, in_dim: int, dim: int, dropout: float) -> None:
+        super().__init__(nn.Linear(in_dim, dim), nn.LayerNorm(dim), nn.ReLU(), nn.Dropout(dropout))
+
+
+class ItemEncoder(nn.Module):
+    """Base class: `forward(item_ids [n]) -> [n, d]` once `bind_catalogue` has given the items' content."""
+
+    def __init__(self, n_items: int) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.bound = False
+
+    def bind_catalogue(self, catalogue: Catalogue) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def backbone_parameter_count(self) -> int:
+        """Parameters of the part that reads item content (for the teacher/student comparison)."""
+        return sum(p.numel() for p in self.backbone_parameters())
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """The backbone's parameters that live in this module (a frozen external backbone has none)."""
+        return []
+
+    def _check_bound(self) -> None:
+        if not self.bound:
+            raise RuntimeError("the item encoder has no item content: call model.bind_catalogue(catalogue) first")
+
+
+# --------------------------------------------------------------------------------------------- CNN
+
+
+class GreyOrRGBConv(nn.Conv2d):
+    """A conv over 3 input channels that also takes 1-channel (grey) input.
+
+    A grey image is an RGB image with equal channels, and convolving that equals
+    convolving the grey image with the channel-summed kernel: the same function
+    at a third of the cost, and one set of weights for grey and colour data.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight.sum(dim=1, keepdim=True) if x.shape[1] == 1 else self.weight
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding)
+
+
+class ConvBackbone(nn.Module):
+    """BatchNorm-free CNN: stem conv, 3x3 convs (ReLU), pool to a fixed grid, flatten, Linear, ReLU."""
+
+    def __init__(self, stem: tuple[int, int, int], convs: tuple, grid: int, hidden: int) -> None:
+        super().__init__()
+        channels, kernel, stride = stem
+        self.stem = GreyOrRGBConv(3, channels, kernel, stride, kernel // 2)
+        layers: list[nn.Module] = []
+        for out, s in convs:
+            layers += [nn.Conv2d(channels, out, 3, s, 1), nn.ReLU()]
+            channels = out
+        self.convs = nn.Sequential(*layers)
+        self.grid = grid
+        self.fc = nn.Linear(channels * grid * grid, hidden)
+        self.out_dim = hidden
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: float [n, 1 or 3, H, W] scaled to [-1, 1] -> [n, hidden]."""
+        x = self.convs(torch.relu(self.stem(x)))
+        if x.shape[-2:] != (self.grid, self.grid):  # not at the 28x28 design size
+            x = F.adaptive_avg_pool2d(x, self.grid)
+        return torch.relu(self.fc(x.flatten(1)))
+
+
+def images_to_tensor(images: np.ndarray, source: str = "catalogue") -> Tensor:
+    """uint8 [n, H, W] or [n, H, W, 3] -> uint8 [n, C, side, side]: 28x28 grey kept, others resized to PHOTO_SIDE."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise DataError(f"{source}: images must be uint8, got {images.dtype}")
+    if images.ndim == 3:
+        t = torch.from_numpy(np.ascontiguousarray(images))[:, None]
+    elif images.ndim == 4 and images.shape[-1] == 3:
+        t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    else:
+        raise DataError(f"{source}: images must be [n, H, W] or [n, H, W, 3], got shape {images.shape}")
+    if t.shape[1] == 1 and t.shape[-2:] == (FMNIST_SIDE, FMNIST_SIDE):
+        return t.contiguous()
+    return resize_uint8(t, PHOTO_SIDE)
+
+
+def resize_uint8(images: Tensor, side: int, chunk: int = 512) -> Tensor:
+    """Resize uint8 [n, C, H, W] to [n, C, side, side] (bilinear, antialiased), in chunks to bound memory."""
+    out = []
+    for start in range(0, len(images), chunk):
+        x = images[start : start + chunk].float()
+        if x.shape[-2:] != (side, side):
+            x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+        out.append(x.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out) if out else images.new_zeros((0, images.shape[1], side, side))
+
+
+class CNNEncoder(ItemEncoder):
+    """Pixels -> ConvBackbone (trained end to end) -> projection head."""
+
+    def __init__(self, n_items: int, dim: int, size: str, dropout: float) -> None:
+        super().__init__(n_items)
+        self.backbone = ConvBackbone(**CNN_PRESETS[size])
+        self.head = ProjectionHead(self.backbone.out_dim, dim, dropout)
+        self.register_buffer("images", torch.zeros(0, 1, FMNIST_SIDE, FMNIST_SIDE, dtype=torch.uint8), persistent=False)
+        self._lazy: Catalogue | None = None  # catalogue whose images are read from files on demand
+
+    def bind_catalogue(self, catalogue: Catalogue) -> None:
+        device = self.images.device
+        if catalogue.images is not None:
+            self.images = images_to_tensor(catalogue.images).to(device)
+            self._lazy = None
+        elif catalogue.image_paths is not None:
+            # Photos are read from their files batch by batch: holding every photo in memory
+            # does not scale; the "pretrained" encoder with cached features is the fast path.
+            self._lazy = catalogue
+        else:
+            raise DataError(
+                "catalogue: encoder 'cnn' needs item images (images or image_paths), the catalogue has none"
+            )
+        self.bound = True
+
+    def pixels(self, item_ids: Tensor) -> Tensor:
+        """uint8 [n, C, side, side] of the given items."""
+        self._check_bound()
+        if self._lazy is None:
+            return self.images[item_ids]
+        ids = item_ids.cpu().numpy()
+        stack = np.stack([self._lazy.load_image(int(i)) for i in ids]) if len(ids) else np.zeros((0, 1, 1, 3))
+        return images_to_tensor(stack.astype(np.uint8), source="catalogue image files").to(item_ids.device)
+
+    def forward(self, item_ids: Tensor) -> Tensor:
+        x = self.pixels(item_ids).float() / 127.5 - 1.0
+        return self.head(self.backbone(x))
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return list(self.backbone.parameters())
+
+
+# ------------------------------------------------------------------------------ features (+ frozen)
+
+
+def read_feature_matrix(path: str | Path, n_items: int | None = None, mmap: bool = False) -> np.ndarray:
+    """A float matrix [n_items, F] from a .npy file, checked (no pickle)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such features file")
+    try:
+        feats = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy feature matrix ({exc})") from exc
+    if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.floating):
+        raise DataError(f"{path}: features must be a float matrix [n_items, F], got {feats.dtype} {feats.shape}")
+    if n_items is not None and feats.shape[0] != n_items:
+        raise DataError(f"{path}: {feats.shape[0]} feature rows, but the catalogue has {n_items} items")
+    return feats
+
+
+class FeatureEncoder(ItemEncoder):
+    """Precomputed features [n_items, F] (frozen) -> projection head.
+
+    The matrix comes from `features_path` when set, else from the catalogue's
+    own `features`; for "pretrained" without either, the frozen EfficientNet-
+    Lite2 is run over the catalogue's images at bind time (slow on a CPU:
+    precompute with `outfitrec features` instead).
+    """
+
+    def __init__(
+        self, n_items: int, dim: int, feature_dim: int, dropout: float, features_path: str | None, pretrained: bool
+    ) -> None:
+        super().__init__(n_items)
+        self.feature_dim = feature_dim
+        self.features_path = features_path
+        self.pretrained = pretrained
+        self.head = ProjectionHead(feature_dim, dim, dropout)
+        self.register_buffer("features", torch.zeros(0, feature_dim), persistent=False)
+
+    def bind_catalogue(self, catalogue: Catalogue) -> None:
+        if self.features_path is not None:
+            feats = read_feature_matrix(self.features_path, catalogue.n_items)
+            source = self.features_path
+        elif catalogue.features is not None:
+            feats, source = np.asarray(catalogue.features), "catalogue features"
+        elif self.pretrained:
+            from outfitrec.models.features import compute_features
+
+            feats, source = compute_features(catalogue), "EfficientNet-Lite2 on the catalogue images"
+        else:
+            raise DataError("model config: encoder 'features' needs features_path or a catalogue with features")
+        if feats.shape != (catalogue.n_items, self.feature_dim):
+            raise DataError(
+                f"{source}: features have shape {feats.shape}, the model expects ({catalogue.n_items}, "
+                f"{self.feature_dim})"
+            )
+        self.features = torch.from_numpy(np.asarray(feats, dtype=np.float32)).to(self.features.device)
+        self.bound = True
+
+    def forward(self, item_ids: Tensor) -> Tensor:
+        self._check_bound()
+        return self.head(self.features[item_ids])
+
+    def backbone_parameter_count(self) -> int:
+        """The frozen EfficientNet-Lite2 (outside the model, its features cached) for 'pretrained'; else 0."""
+        if not self.pretrained:
+            return 0
+        from outfitrec.models.features import efficientnet_parameter_count
+
+        return efficientnet_parameter_count()
+
+
+# ---------------------------------------------------------------------------------------------- id
+
+
+class IdEncoder(ItemEncoder):
+    """Item-id embedding + category embedding -> projection head.
+
+    `seen` (a persistent buffer, saved with the model) marks the items that
+    occur in training; any other item is its category embedding alone, which
+    every item of the category trains. In training mode each seen item's id
+    embedding is also dropped with probability `id_dropout`, so the head
+    learns to read the category-only embedding that unseen items get.
+    """
+
+    def __init__(self, n_items: int, n_categories: int, dim: int, size: str, dropout: float, id_dropout: float) -> None:
+        super().__init__(n_items)
+        width = ID_WIDTHS[size]
+        self.item_embedding = nn.Embedding(n_items, width)
+        self.category_embedding = nn.Embedding(n_categories, width)
+        nn.init.normal_(self.item_embedding.weight, std=0.1)  # items start near their category
+        nn.init.normal_(self.category_embedding.weight, std=1.0)
+        self.head = ProjectionHead(width, dim, dropout)
+        self.id_dropout = id_dropout
+        self.register_buffer("seen", torch.ones(n_items, dtype=torch.bool))
+        self.register_buffer("item_category", torch.zeros(0, dtype=torch.long), persistent=False)
+
+    def bind_catalogue(self, catalogue: Catalogue) -> None:
+        self.item_category = torch.from_numpy(catalogue.item_category.astype(np.int64)).to(self.seen.device)
+        self.bound = True
+
+    def set_seen_items(self, item_ids: Tensor | np.ndarray) -> None:
+        """Only these items (the training items) use their own id embedding; the others fall back."""
+        ids = torch.as_tensor(np.asarray(item_ids), dtype=torch.long, device=self.seen.device)
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.n_items):
+            raise DataError(f"set_seen_items: an item id is outside 0..{self.n_items - 1}")
+        self.seen.zero_()
+        self.seen[ids] = True
+
+    def forward(self, item_ids: Tensor) -> Tensor:
+        self._check_bound()
+        keep = self.seen[item_ids]
+        if self.training and self.id_dropout > 0:
+            keep = keep & (torch.rand(keep.shape, device=keep.device) >= self.id_dropout)
+        emb = self.category_embedding(self.item_category[item_ids])
+        emb = emb + self.item_embedding(item_ids) * keep.unsqueeze(-1).to(emb.dtype)
+        return self.head(emb)
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        return [self.item_embedding.weight, self.category_embedding.weight]

@@ -1,0 +1,210 @@
+"""The whole outfit scorer of method.md §2: item encoder -> Set Transformer -> user scorer.
+
+`OutfitModel(users, items, mask)` scores outfits for users. Items are global
+catalogue ids in a padded [.., S] array with a boolean mask; each distinct
+item of a call is encoded once (a training batch of 1 positive + K random-mix
+negatives repeats items heavily), then the item embeddings are scattered back
+into the [B, S, d] outfit grid with zeros in padded slots, which the Set
+Transformer's masks ignore anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pydantic
+import torch
+from torch import Tensor, nn
+
+from outfitrec.data.outfits import Catalogue, DataError
+from outfitrec.models.encoders import (
+    PRETRAINED_FEATURE_DIM,
+    CNNEncoder,
+    FeatureEncoder,
+    IdEncoder,
+    ItemEncoder,
+    read_feature_matrix,
+)
+from outfitrec.models.scorer import AnchorScorer, DotScorer
+from outfitrec.models.set_transformer import SetTransformer
+
+
+class ModelConfig(pydantic.BaseModel, extra="forbid"):
+    """What a model is: its item encoder, sizes and scorer. Saved with every checkpoint."""
+
+    encoder: Literal["cnn", "pretrained", "features", "id"] = pydantic.Field(
+        "cnn",
+        description="item encoder: 'cnn' trained end to end on item images; 'pretrained' frozen EfficientNet-Lite2 "
+        "features (cached by `outfitrec features`) + MLP; 'features' any .npy [n_items, F] + MLP; 'id' item-id + "
+        "category embeddings (data without images)",
+    )
+    size: Literal["teacher", "student"] = pydantic.Field(
+        "teacher", description="backbone size preset: CNN width/depth, or id-embedding width (teacher wide)"
+    )
+    dim: int = pydantic.Field(128, gt=0, description="item and outfit embedding size d (LPAE: 128)")
+    heads: int = pydantic.Field(4, gt=0, description="attention heads of the Set Transformer (must divide dim)")
+    scorer: Literal["anchors", "dot"] = pydantic.Field(
+        "anchors", description="'anchors': sum of cosines to K anchors per user (LPAE); 'dot': user embedding . z"
+    )
+    n_anchors: int = pydantic.Field(64, gt=0, description="K anchors per user for scorer='anchors' (LPAE: 64)")
+    dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0, description="dropout of the item head and attention blocks")
+    features_path: str | None = pydantic.Field(
+        None, description="feature matrix .npy for encoder='features'/'pretrained' (else the catalogue's features)"
+    )
+    feature_dim: int | None = pydantic.Field(
+        None,
+        gt=0,
+        description="width F of the feature matrix (encoder='features'); read from features_path when not given",
+    )
+    id_dropout: float = pydantic.Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="encoder='id': probability, in training, of treating a seen item as unseen (category only), "
+        "so the fallback for items unseen in training is learned",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _heads_divide_dim(self) -> ModelConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
+        return self
+
+
+def build_item_encoder(config: ModelConfig, n_items: int, n_categories: int) -> tuple[ItemEncoder, ModelConfig]:
+    """The encoder for `config`, and the config with `feature_dim` resolved (so a checkpoint is self-contained)."""
+    if config.encoder == "cnn":
+        return CNNEncoder(n_items, config.dim, config.size, config.dropout), config
+    if config.encoder == "id":
+        enc = IdEncoder(n_items, n_categories, config.dim, config.size, config.dropout, config.id_dropout)
+        return enc, config
+    if config.encoder == "pretrained":
+        feature_dim = PRETRAINED_FEATURE_DIM
+    elif config.feature_dim is not None:
+        feature_dim = config.feature_dim
+    elif config.features_path is not None:
+        feature_dim = int(read_feature_matrix(config.features_path, mmap=True).shape[1])
+    else:
+        raise DataError("model config: encoder 'features' needs features_path or feature_dim")
+    if config.feature_dim is not None and config.feature_dim != feature_dim:
+        raise DataError(
+            f"model config: feature_dim={config.feature_dim}, but encoder '{config.encoder}' has {feature_dim}"
+        )
+    enc = FeatureEncoder(
+        n_items, config.dim, feature_dim, config.dropout, config.features_path, config.encoder == "pretrained"
+    )
+    return enc, config.model_copy(update={"feature_dim": feature_dim})
+
+
+class OutfitModel(nn.Module):
+    """Scores (user, outfit) pairs; see the module docstring and docs/DESIGN.md's model contract."""
+
+    def __init__(self, config: ModelConfig, n_users: int, n_items: int, n_categories: int) -> None:
+        super().__init__()
+        if min(n_users, n_items, n_categories) <= 0:
+            raise DataError(f"model: n_users={n_users}, n_items={n_items}, n_categories={n_categories} must be > 0")
+        self.item_encoder, self.config = build_item_encoder(config, n_items, n_categories)
+        self.n_users, self.n_items, self.n_categories = n_users, n_items, n_categories
+        self.outfit_encoder = SetTransformer(config.dim, config.heads, config.dropout)
+        if config.scorer == "anchors":
+            self.scorer: AnchorScorer | DotScorer = AnchorScorer(n_users, config.dim, config.n_anchors)
+        else:
+            self.scorer = DotScorer(n_users, config.dim)
+
+    # ---------------------------------------------------------------- content
+
+    def bind_catalogue(self, catalogue: Catalogue) -> None:
+        """Give the encoder the items' content (images, features, categories); not saved in checkpoints."""
+        if catalogue.n_items != self.n_items:
+            raise DataError(f"catalogue has {catalogue.n_items} items, the model was built for {self.n_items}")
+        if catalogue.n_categories != self.n_categories:
+            raise DataError(
+                f"catalogue has {catalogue.n_categories} categories, the model was built for {self.n_categories}"
+            )
+        self.item_encoder.bind_catalogue(catalogue)
+
+    def set_seen_items(self, item_ids: Tensor | np.ndarray) -> None:
+        """Tell the model which items occur in training (encoder 'id': the others fall back to their category).
+
+        Saved in the checkpoint. A no-op for content encoders, which read any item the same way.
+        """
+        if isinstance(self.item_encoder, IdEncoder):
+            self.item_encoder.set_seen_items(item_ids)
+
+    # ---------------------------------------------------------------- stages
+
+    def encode_items(self, item_ids: Tensor) -> Tensor:
+        """item ids [n] -> item embeddings [n, d] (cache them in eval mode for recommendation)."""
+        return self.item_encoder(item_ids)
+
+    def encode_outfits(self, item_emb: Tensor, mask: Tensor) -> Tensor:
+        """Item embeddings [B, S, d] + mask [B, S] -> outfit embeddings z [B, d]."""
+        return self.outfit_encoder(item_emb, mask)
+
+    def score_embeddings(self, users: Tensor, z: Tensor) -> Tensor:
+        """users [B] + outfit embeddings [B, d] -> scores [B]."""
+        return self.scorer(users, z)
+
+    def _grid_embeddings(self, items: Tensor, mask: Tensor, item_table: Tensor | None = None) -> Tensor:
+        """[B, S] ids -> [B, S, d]: each distinct real item encoded once (or read from item_table)."""
+        mask = mask.bool()
+        real = items[mask]
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.n_items):
+            raise DataError(f"model: an item id of an unmasked slot is outside 0..{self.n_items - 1}")
+        if item_table is not None:
+            flat = item_table[real]
+        else:
+            unique, inverse = torch.unique(real, return_inverse=True)
+            flat = self.encode_items(unique)[inverse]
+        grid = flat.new_zeros((*items.shape, flat.shape[-1]))
+        grid[mask] = flat
+        return grid
+
+    def outfit_embeddings(self, items: Tensor, mask: Tensor, item_table: Tensor | None = None) -> Tensor:
+        """Outfits [..., S] (ids + mask) -> z [..., d], for scoring and for the contrastive head.
+
+        item_table: optional cached item embeddings [n_items, d] (from `encode_all_items`).
+        """
+        lead = items.shape[:-1]
+        items2, mask2 = items.reshape(-1, items.shape[-1]), mask.reshape(-1, mask.shape[-1])
+        z = self.encode_outfits(self._grid_embeddings(items2, mask2, item_table), mask2)
+        return z.reshape(*lead, z.shape[-1])
+
+    def forward(self, users: Tensor, items: Tensor, mask: Tensor, item_table: Tensor | None = None) -> Tensor:
+        """Scores of outfits for users: items, mask [..., S]; users broadcastable to items.shape[:-1].
+
+        E.g. users [B] with items [B, S] -> [B]; users [B, 1] with items [B, 1+K, S] -> [B, 1+K].
+        """
+        z = self.outfit_embeddings(items, mask, item_table)
+        users = torch.broadcast_to(users, items.shape[:-1]).reshape(-1)
+        return self.score_embeddings(users, z.reshape(-1, z.shape[-1])).reshape(items.shape[:-1])
+
+    @torch.no_grad()
+    def encode_all_items(self, batch_size: int = 4096, item_ids: Tensor | None = None) -> Tensor:
+        """Item embeddings [n_items, d] (or of item_ids) computed in eval mode, for cached scoring."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = next(self.parameters()).device
+            ids = torch.arange(self.n_items, device=device) if item_ids is None else item_ids.to(device)
+            parts = [self.encode_items(ids[s : s + batch_size]) for s in range(0, len(ids), batch_size)]
+            return torch.cat(parts) if parts else torch.zeros(0, self.config.dim, device=device)
+        finally:
+            self.train(was_training)
+
+    # ---------------------------------------------------------------- training helpers
+
+    def regularizer(self, users: Tensor | None = None) -> Tensor:
+        """The anchors' tr(G) - log det G, mean over users (or over the given users); 0 for the dot scorer.
+
+        The loop applies the weight (method.md: 1e-2).
+        """
+        return self.scorer.regularizer(users)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """{'backbone', 'rest', 'total'}: the item backbone (frozen pretrained one included) and everything else."""
+        backbone = self.item_encoder.backbone_parameter_count()
+        inside = {id(p) for p in self.item_encoder.backbone_parameters()}
+        rest = sum(p.numel() for p in self.parameters() if id(p) not in inside)
+        return {"backbone": backbone, "rest": rest, "total": backbone + rest}
