@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -14,14 +14,14 @@ data_app = typer.Typer(help="Build, convert, inspect and check outfit datasets."
 fmnist_cli.register_data(data_app)
 
 
-class SourceFormat(str, Enum):
+class SourceFormat(StrEnum):
     difashion = "difashion"
     polyvore_u = "polyvore-u"
     plain = "plain"
     npz = "npz"
 
 
-class NegativeKind(str, Enum):
+class NegativeKind(StrEnum):
     random = "random"
     hard = "hard"
 

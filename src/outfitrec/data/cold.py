@@ -59,6 +59,7 @@ def write_cold_folder(path: str | Path, out: str | Path, n: int, seed: int = 0, 
         cold.save(tmp / DATASET_FILE)
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.chmod(0o755)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

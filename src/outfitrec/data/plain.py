@@ -253,6 +253,7 @@ def write_plain(dataset: OutfitDataset, folder: str | Path, *, write_images: boo
         (tmp / "meta.json").write_text(json.dumps(dataset.meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+        tmp.chmod(0o755)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -451,6 +451,7 @@ def write_polyvore_u(
             _write_images(cat, per_slot, names, tmp / "images")
         if folder.exists():
             shutil.rmtree(folder)
+        tmp.chmod(0o755)
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

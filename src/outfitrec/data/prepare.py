@@ -112,6 +112,7 @@ def prepare(
             written[f"fitb_{split}"] = out / path.name
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()
+        tmp.chmod(0o755)
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
