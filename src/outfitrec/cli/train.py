@@ -1,9 +1,137 @@
-"""CLI commands: train."""
+"""CLI commands: `outfitrec train`, `outfitrec evaluate`, `outfitrec score`.
+
+Teacher, plain student and distilled student are the same command with
+another config (a YAML file or a shipped preset name such as
+`fmnist_teacher`); `--set key.sub=value` overrides single fields.
+"""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import typer
+
+from outfitrec.data.outfits import DataError
+
+
+def _default_run_dir(config_path: str, name: str) -> Path:
+    stem = Path(config_path).stem or name
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_cmd(
+    config: str = typer.Option(
+        None, "--config", "-c", help="Run config YAML, or a preset name (fmnist_teacher, fmnist_student, ...)."
+    ),
+    run_dir: Path = typer.Option(None, "--run-dir", "-o", help="Run directory (default runs/CONFIG-TIMESTAMP)."),
+    set_: list[str] = typer.Option(
+        None, "--set", "-s", help="Override one field: key.sub=value (value parsed as YAML). Repeatable."
+    ),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run from RUN_DIR/last/."),
+) -> None:
+    """Train a teacher or a (distilled) student; writes the run directory and prints the final metrics."""
+    from outfitrec.evaluate.protocol import format_table
+    from outfitrec.train.config import ConfigError, load_config
+    from outfitrec.train.loop import train
+
+    overrides = list(set_ or [])
+    if config is None and not resume:
+        raise ConfigError("train: --config is required (or --resume with --run-dir)")
+    if run_dir is None:
+        if resume:
+            raise ConfigError("train: --resume needs --run-dir")
+        run_dir = _default_run_dir(config, "run")
+    cfg = None
+    if config is not None:
+        cfg = load_config(config, overrides)
+    elif overrides:
+        raise ConfigError("train: --set needs --config")
+    metrics = train(cfg, run_dir, resume=resume)
+    rows = {"model (valid)": metrics["valid"], "model (test)": metrics["test"]}
+    for split, m in metrics.get("popularity", {}).items():
+        rows[f"popularity ({split})"] = m
+    typer.echo(format_table(rows))
+    typer.echo(f"run directory: {run_dir}")
+
+
+def evaluate_cmd(
+    run: Path = typer.Argument(..., help="Run directory (or a model checkpoint directory with --data)."),
+    split: str = typer.Option("test", "--split", help="Split whose candidate files are scored (valid or test)."),
+    data: Path = typer.Option(None, "--data", help="Prepared dataset folder (default: the run's data.path)."),
+    out: Path = typer.Option(None, "--out", help="Metrics JSON to write (default RUN/eval_SPLIT.json)."),
+    device: str = typer.Option("cpu", "--device", help="torch device."),
+) -> None:
+    """Evaluate a run's best checkpoint on the fixed candidates of a split; prints a table, writes JSON."""
+    from outfitrec.data.outfits import write_text_atomic
+    from outfitrec.evaluate.protocol import dumps, evaluate_run, format_table
+
+    metrics = evaluate_run(run, split, data, device=device)
+    rows = {f"model ({split})": metrics}
+    if "popularity" in metrics:
+        rows[f"popularity ({split})"] = metrics["popularity"]
+    typer.echo(format_table(rows))
+    target = out if out is not None else (run / f"eval_{split}.json" if run.is_dir() else Path(f"eval_{split}.json"))
+    write_text_atomic(target, dumps(metrics))
+    typer.echo(f"metrics written to {target}")
+
+
+def _parse_user(text: str, user_names) -> int:
+    matches = [i for i, name in enumerate(user_names) if str(name) == text]
+    if matches:
+        return matches[0]
+    try:
+        user = int(text)
+    except ValueError:
+        raise DataError(f"--user {text!r}: neither a user name nor a user index") from None
+    if not 0 <= user < len(user_names):
+        raise DataError(f"--user {user}: outside 0..{len(user_names) - 1}")
+    return user
+
+
+def _parse_items(text: str, item_names, n_items: int) -> list[int]:
+    lookup = {str(name): i for i, name in enumerate(item_names)}
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part in lookup:
+            out.append(lookup[part])
+            continue
+        try:
+            item = int(part)
+        except ValueError:
+            raise DataError(f"--items: {part!r} is neither an item name nor an item id") from None
+        if not 0 <= item < n_items:
+            raise DataError(f"--items: item {item} outside 0..{n_items - 1}")
+        out.append(item)
+    if not out:
+        raise DataError("--items: no items given")
+    return out
+
+
+def score_cmd(
+    run: Path = typer.Argument(..., help="Run directory (or a model checkpoint directory with --data)."),
+    user: str = typer.Option(..., "--user", "-u", help="User index or user name."),
+    items: str = typer.Option(..., "--items", "-i", help="Comma-separated item ids (or item names) of one outfit."),
+    data: Path = typer.Option(None, "--data", help="Prepared dataset folder (default: the run's data.path)."),
+) -> None:
+    """Print the model's score of one outfit for one user."""
+    import numpy as np
+
+    from outfitrec.evaluate.protocol import CachedScorer, load_dataset, load_run_model, run_data_path
+
+    dataset, _ = load_dataset(data if data is not None else run_data_path(run))
+    model = load_run_model(run, dataset)
+    u = _parse_user(user, dataset.user_names)
+    ids = _parse_items(items, dataset.catalogue.item_names, dataset.catalogue.n_items)
+    scorer = CachedScorer(model, np.asarray(ids))
+    score = scorer(np.asarray([u]), np.asarray([ids]), np.ones((1, len(ids)), dtype=bool))[0]
+    typer.echo(f"{score:.6f}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    """Add `train`, `evaluate` and `score` to the main app."""
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+    app.command("score")(score_cmd)

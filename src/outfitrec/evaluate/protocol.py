@@ -1,0 +1,264 @@
+"""The evaluation protocol: score a split's fixed candidate files, report per-user metrics.
+
+A prepared dataset folder fixes, per split, K random-mix negatives for every
+positive (`candidates_{split}.npz`) and optionally FITB questions
+(`fitb_{split}.npz`), so every model (teacher, student, baseline) is ranked on
+exactly the same outfits. Metrics: per-user AUC, FHN/LPAE NDCG and NDCG@10
+averaged over users (`evaluate.metrics.mean_metrics`), FITB accuracy, and the
+popularity baseline on the same candidates for reference.
+
+Models are scored with item embeddings computed once per evaluation
+(`CachedScorer`): every distinct item of the candidates goes through the item
+encoder (the expensive CNN) exactly once, then outfits are encoded and scored
+in batches from the cached embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from outfitrec.data.negatives import Candidates, candidates_path
+from outfitrec.data.outfits import PAD, DataError, OutfitDataset, Outfits
+from outfitrec.evaluate.metrics import fitb_accuracy, mean_metrics
+
+ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (users [n], items [n,S], mask [n,S]) -> [n]
+
+
+def resolve_data(path: str | Path) -> tuple[Path, Path]:
+    """(prepared folder, dataset.npz) from either a folder or a dataset.npz inside one."""
+    p = Path(path)
+    if p.is_dir():
+        npz = p / "dataset.npz"
+        if not npz.is_file():
+            raise DataError(f"{p}: not a prepared dataset folder (no dataset.npz)")
+        return p, npz
+    if p.is_file():
+        return p.parent, p
+    raise DataError(f"{p}: no such dataset folder or file")
+
+
+def load_dataset(path: str | Path) -> tuple[OutfitDataset, Path]:
+    """Load a prepared dataset (folder or dataset.npz); returns (dataset, folder)."""
+    folder, npz = resolve_data(path)
+    return OutfitDataset.load(npz), folder
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+class CachedScorer:
+    """A `ScoreFn` for an OutfitModel that encodes each distinct item once.
+
+    item_ids: the items the evaluation will touch (encoded up front, in
+    batches); items met later are encoded on first use and cached too. The
+    model is put in eval mode and scored without gradients.
+    """
+
+    def __init__(self, model, item_ids: np.ndarray | None = None, batch_size: int = 512) -> None:
+        self.model = model
+        self.batch_size = int(batch_size)
+        self.device = _model_device(model)
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.emb: torch.Tensor | None = None
+        if item_ids is not None:
+            self.add_items(item_ids)
+
+    @torch.no_grad()
+    def add_items(self, item_ids: np.ndarray) -> None:
+        """Encode (once) the given items that are not cached yet."""
+        ids = np.unique(np.asarray(item_ids, dtype=np.int64))
+        ids = ids[ids != PAD]
+        new = np.setdiff1d(ids, self.ids, assume_unique=True)
+        if len(new) == 0:
+            return
+        self.model.eval()
+        chunks = []
+        for start in range(0, len(new), self.batch_size * 4):
+            part = torch.as_tensor(new[start : start + self.batch_size * 4], device=self.device)
+            chunks.append(self.model.encode_items(part))
+        new_emb = torch.cat(chunks)
+        merged = np.concatenate([self.ids, new])
+        order = np.argsort(merged, kind="stable")
+        emb = new_emb if self.emb is None else torch.cat([self.emb, new_emb])
+        self.ids, self.emb = merged[order], emb[torch.as_tensor(order, device=emb.device)]
+
+    @torch.no_grad()
+    def __call__(self, users: np.ndarray, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        mask = np.asarray(mask, dtype=bool)
+        self.add_items(items[mask])
+        self.model.eval()
+        out = np.empty(len(users), dtype=np.float64)
+        for start in range(0, len(users), self.batch_size):
+            sl = slice(start, start + self.batch_size)
+            m = mask[sl]
+            rows = np.searchsorted(self.ids, np.where(m, items[sl], self.ids[0]))
+            emb = self.emb[torch.as_tensor(rows, device=self.device)]
+            m_t = torch.as_tensor(m, device=self.device)
+            z = self.model.encode_outfits(emb, m_t)
+            s = self.model.score_embeddings(torch.as_tensor(users[sl], device=self.device), z)
+            out[sl] = s.double().cpu().numpy()
+        return out
+
+
+def _score_outfits(score_fn: ScoreFn, outfits: Outfits) -> np.ndarray:
+    scores = np.asarray(score_fn(outfits.users, outfits.items, outfits.mask), dtype=np.float64)
+    if scores.shape != (len(outfits),):
+        raise ValueError(f"score function returned shape {scores.shape}, expected ({len(outfits)},)")
+    return scores
+
+
+def evaluate_scores(score_fn: ScoreFn, candidates: Candidates) -> dict:
+    """Per-user AUC, NDCG (FHN) and NDCG@10 of a score function on fixed candidates, averaged over users."""
+    pos = _score_outfits(score_fn, candidates.positives)
+    neg = _score_outfits(score_fn, candidates.negatives)
+    out = mean_metrics(candidates.positives.users, pos, candidates.negatives.users, neg)
+    out["n_positives"] = int(len(pos))
+    return out
+
+
+def evaluate_fitb(score_fn: ScoreFn, questions, item_category: np.ndarray) -> dict:
+    """FITB accuracy: each question's completed outfits scored, the true one (column 0) must win."""
+    outfits = questions.candidate_outfits(item_category)
+    scores = _score_outfits(score_fn, outfits).reshape(len(questions), questions.n_candidates)
+    return {"fitb": fitb_accuracy(scores), "fitb_n": int(len(questions))}
+
+
+def load_fitb(data_dir: str | Path, split: str, dataset: OutfitDataset):
+    """The split's FITB questions, or None when the folder has no fitb_{split}.npz."""
+    from outfitrec.data.fitb import FitbQuestions, fitb_path
+
+    path = fitb_path(data_dir, split)
+    if not path.is_file():
+        return None
+    return FitbQuestions.load(path, dataset.n_users, dataset.catalogue.n_items)
+
+
+def popularity_score_fn(dataset: OutfitDataset) -> ScoreFn | None:
+    """The popularity baseline as a ScoreFn (evaluate/baselines.py), or None when that module is absent."""
+    try:
+        from outfitrec.evaluate.baselines import item_popularity, popularity_scores
+    except ImportError:
+        return None
+    popularity = item_popularity(dataset)  # counted once, not per scored batch
+
+    def score(users: np.ndarray, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        cats = np.where(mask, dataset.catalogue.item_category[np.where(mask, items, 0)], PAD)
+        outfits = Outfits(users, np.where(mask, items, PAD), cats, mask, np.arange(len(users)))
+        return np.asarray(popularity_scores(dataset, outfits, popularity), dtype=np.float64)
+
+    return score
+
+
+def evaluate_split(
+    score_fn: ScoreFn,
+    dataset: OutfitDataset,
+    data_dir: str | Path,
+    split: str,
+    with_fitb: bool = True,
+) -> dict:
+    """Ranking metrics on `candidates_{split}.npz` (+ FITB accuracy when `fitb_{split}.npz` exists)."""
+    path = candidates_path(data_dir, split)
+    candidates = Candidates.load(path, dataset.n_users, dataset.catalogue.n_items)
+    if isinstance(score_fn, CachedScorer):
+        score_fn.add_items(np.concatenate([candidates.positives.items.ravel(), candidates.negatives.items.ravel()]))
+    out = evaluate_scores(score_fn, candidates)
+    questions = load_fitb(data_dir, split, dataset) if with_fitb else None
+    if questions is not None and len(questions):
+        out.update(evaluate_fitb(score_fn, questions, dataset.catalogue.item_category))
+    return out
+
+
+def evaluate_model(
+    model,
+    dataset: OutfitDataset,
+    data_dir: str | Path,
+    split: str = "test",
+    batch_size: int = 512,
+    with_popularity: bool = True,
+    with_fitb: bool = True,
+) -> dict:
+    """A model's metrics on a split, plus the popularity baseline's under key 'popularity' when available."""
+    out = evaluate_split(CachedScorer(model, None, batch_size), dataset, data_dir, split, with_fitb)
+    pop = popularity_score_fn(dataset) if with_popularity else None
+    if pop is not None:
+        out["popularity"] = evaluate_split(pop, dataset, data_dir, split, with_fitb)
+    return out
+
+
+def model_dir_of(run_or_model: str | Path) -> Path:
+    """A run directory's model/ (best checkpoint), or the path itself when it already is a model directory."""
+    p = Path(run_or_model)
+    if (p / "model" / "model.json").is_file():
+        return p / "model"
+    if (p / "model.json").is_file():
+        return p
+    raise DataError(f"{p}: neither a run directory with a model/ checkpoint nor a model directory")
+
+
+def run_data_path(run_dir: str | Path) -> str:
+    """The dataset a run was trained on (data.path of its resolved config.yaml)."""
+    import yaml
+
+    cfg_path = Path(run_dir) / "config.yaml"
+    if not cfg_path.is_file():
+        raise DataError(f"{cfg_path}: missing; pass the dataset explicitly")
+    try:
+        raw = yaml.safe_load(cfg_path.read_text())
+        return str(raw["data"]["path"])
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise DataError(f"{cfg_path}: cannot read data.path ({exc})") from None
+
+
+def load_run_model(run_dir: str | Path, dataset: OutfitDataset, device: str = "cpu"):
+    """The run's best model, bound to the dataset's catalogue, in eval mode."""
+    from outfitrec.models.checkpoint import load_model
+
+    model = load_model(model_dir_of(run_dir))
+    model.bind_catalogue(dataset.catalogue)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    split: str = "test",
+    data: str | Path | None = None,
+    batch_size: int = 512,
+    device: str = "cpu",
+) -> dict:
+    """Evaluate a run's best checkpoint on a split of its dataset (or of `data`)."""
+    dataset, folder = load_dataset(data if data is not None else run_data_path(run_dir))
+    model = load_run_model(run_dir, dataset, device)
+    out = evaluate_model(model, dataset, folder, split, batch_size)
+    out["split"] = split
+    out["data"] = str(folder)
+    return out
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A Markdown table of metrics, one row per named result (AUC, NDCG, NDCG@10, FITB, users)."""
+    cols = ["auc", "ndcg", "ndcg@10", "fitb", "n_users"]
+    lines = ["| model | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+    for name, m in rows.items():
+        cells = []
+        for c in cols:
+            v = m.get(c)
+            cells.append("-" if v is None else (f"{v:d}" if isinstance(v, int) else f"{v:.4f}"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def dumps(metrics: dict) -> str:
+    """Metrics as stable, readable JSON."""
+    return json.dumps(metrics, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,178 @@
+"""Training examples: each training positive with K negatives, re-drawn every epoch.
+
+Everything an epoch draws (the order of the positives, the random mixes, the
+hard negatives, the teacher's extra pool) comes from generators seeded by
+(seed, epoch, stream), never from a generator carried across epochs. A run
+resumed at an epoch boundary therefore draws exactly what the uninterrupted
+run drew, and two runs that differ only in their loss (plain student, KD, FND,
+CL) see the same negatives: paired comparisons are fair.
+
+Streams: 0 = order + the K negatives of the loss, 1 = the teacher pool's extra
+negatives (so adding a pool never changes the K), 2 = torch (dropout and
+augmentations; see `torch_seed`).
+
+Cost on a CPU: the model encodes each distinct item of a step once (the loop
+calls `torch.unique` over every item id of the step, candidates and
+augmented views together), so a step costs about the number of distinct items
+it touches, not B * (1 + K) * S. `data.step_pool` bounds that number further:
+the random mixes of one step draw from the items of the batch's positives
+plus `step_pool` items per category sampled from the TRAIN pool, instead of
+the whole pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from outfitrec.data.negatives import category_pools, hard_negatives, random_mix
+from outfitrec.data.outfits import PAD, DataError, Outfits
+
+STREAM_NEGATIVES = 0
+STREAM_POOL = 1
+STREAM_TORCH = 2
+
+
+def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    """The numpy generator of one (seed, epoch, stream): independent of every other epoch."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(stream)]))
+
+
+def torch_seed(seed: int, epoch: int) -> int:
+    """A 63-bit torch seed derived from (seed, epoch) for dropout and augmentations."""
+    state = np.random.SeedSequence([int(seed), int(epoch), STREAM_TORCH]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)
+
+
+@dataclass
+class Batch:
+    """One step's examples. Column 0 of each row is the positive, then the K negatives of the loss,
+    then (with a teacher pool) the extra negatives only the distillation term sees.
+
+    users: int64 [B]; items, categories: int64 [B, C, S] (PAD where masked); mask: bool [B, C, S];
+    n_rec: 1 + K, the columns of the recommendation loss; index: the positives' rows in the train split.
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    categories: np.ndarray
+    mask: np.ndarray
+    n_rec: int
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_candidates(self) -> int:
+        return self.items.shape[1]
+
+    def negatives(self) -> Outfits:
+        """Every negative of the batch (columns 1..C-1) as flat Outfits, for flag statistics."""
+        b, c, s = self.items.shape
+        users = np.repeat(self.users, c - 1)
+        return Outfits(
+            users,
+            self.items[:, 1:].reshape(-1, s),
+            self.categories[:, 1:].reshape(-1, s),
+            self.mask[:, 1:].reshape(-1, s),
+            np.zeros(len(users), dtype=np.int64),
+        )
+
+
+class EpochSampler:
+    """Draws each epoch's training examples from the TRAIN split.
+
+    k: negatives per positive for the loss; hard_share: share of them that are
+    hard negatives (positive outfits of other users); pool_size: if larger
+    than k, the total number of negatives per positive the teacher scores
+    (extra random mixes); step_pool: bound on the per-step item pool (see
+    the module docstring).
+    """
+
+    def __init__(
+        self,
+        train: Outfits,
+        item_category: np.ndarray,
+        k: int = 10,
+        batch_size: int = 64,
+        seed: int = 0,
+        hard_share: float = 0.0,
+        pool_size: int | None = None,
+        step_pool: int | None = None,
+    ) -> None:
+        if len(train) == 0:
+            raise DataError("training: the train split has no positive outfits")
+        self.train = train
+        self.item_category = np.asarray(item_category, dtype=np.int64)
+        self.k = int(k)
+        self.k_hard = int(round(hard_share * self.k))
+        self.k_random = self.k - self.k_hard
+        self.extra = max(0, int(pool_size) - self.k) if pool_size else 0
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.step_pool = step_pool
+        self.pools = category_pools(train.items, self.item_category)
+        self.forbidden = set(train.item_sets())  # a random mix equal to a known positive is redrawn
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.train) // self.batch_size)
+
+    @property
+    def n_candidates(self) -> int:
+        return 1 + self.k + self.extra
+
+    def _step_pools(self, positives: Outfits, rng: np.random.Generator) -> dict[int, np.ndarray]:
+        if self.step_pool is None:
+            return self.pools
+        own = category_pools(positives.items, self.item_category)
+        pools = {}
+        for cat, pool in self.pools.items():
+            take = min(self.step_pool, len(pool))
+            drawn = pool[rng.choice(len(pool), size=take, replace=False)] if take else pool[:0]
+            pools[cat] = np.union1d(own.get(cat, pool[:0]), drawn)
+        return pools
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """The batches of one epoch, a pure function of (seed, epoch)."""
+        rng = epoch_rng(self.seed, epoch, STREAM_NEGATIVES)
+        rng_pool = epoch_rng(self.seed, epoch, STREAM_POOL)
+        order = rng.permutation(len(self.train))
+        hard = hard_negatives(self.train, self.k_hard, rng) if self.k_hard else None
+        s = self.train.max_size
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            pos = self.train.subset(index)
+            b = len(index)
+            pools = self._step_pools(pos, rng)
+            parts = [_grid(pos, b, 1, s)]
+            if self.k_random:
+                parts.append(_grid(random_mix(pos, pools, self.k_random, rng, self.forbidden), b, self.k_random, s))
+            if hard is not None:
+                rows = (index[:, None] * self.k_hard + np.arange(self.k_hard)[None, :]).reshape(-1)
+                parts.append(_grid(hard.subset(rows), b, self.k_hard, s))
+            if self.extra:
+                parts.append(_grid(random_mix(pos, pools, self.extra, rng_pool, self.forbidden), b, self.extra, s))
+            items, cats, mask = (np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
+            yield Batch(pos.users, items, cats, mask, 1 + self.k, index)
+
+
+def _grid(outfits: Outfits, b: int, c: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat outfits (rows [i*c:(i+1)*c] for example i) -> (items, categories, mask) of shape [b, c, width]."""
+    o = outfits.padded_to(width)
+    shape = (b, c, width)
+    return o.items.reshape(shape), o.categories.reshape(shape), o.mask.reshape(shape)
+
+
+def flatten_candidates(items: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[B, C, S] -> [B*C, S] with PAD slots set to item 0 (masked anyway), ready for an embedding lookup."""
+    b, c, s = items.shape
+    flat = items.reshape(b * c, s)
+    m = mask.reshape(b * c, s)
+    return np.where(m, flat, 0), m
+
+
+__all__ = ["Batch", "EpochSampler", "epoch_rng", "torch_seed", "flatten_candidates", "PAD"]

@@ -1,0 +1,495 @@
+"""The one training loop: teacher, plain student and distilled student alike.
+
+What differs between roles is configuration only: `model.size` (the backbone),
+`loss.kind` (the objective) and `loss.teacher` (a frozen teacher run). Per step:
+
+1. The batch (positives + K negatives, re-drawn each epoch; see batches.py)
+   and, with contrastive learning, two augmented views of each of its 1 + K
+   outfits. Every distinct item id of all of them goes through the item
+   encoder ONCE (`torch.unique`), which is what makes end-to-end CNN training
+   affordable on a CPU.
+2. Scores [B, C] from the student (C = 1 + K, or 1 + teacher_pool).
+3. With a teacher: its scores of the same candidates (frozen, eval mode, no
+   gradient), and the per-user thresholds r_u computed once before training
+   from its scores of each user's training positives.
+4. Loss = objective(loss.kind) + lambda * NT-Xent(projection of the views)
+   + anchor_weight * the anchors' log-det regulariser.
+
+Each epoch: validation AUC on the fixed candidates, early stopping, best
+checkpoint (model/), resume state (last/), TensorBoard scalars, and, with a
+teacher, how many sampled negatives it flags as false negatives (with their
+precision / recall against the true false negatives when the dataset folder
+has a truth.npz). Everything random in an epoch derives from (seed, epoch),
+so `train(..., resume=True)` after a kill replays the remaining epochs exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from outfitrec import losses
+from outfitrec.data.augment import CategoryPools, erase_one, replace_one
+from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
+from outfitrec.evaluate.protocol import (
+    CachedScorer,
+    evaluate_model,
+    evaluate_split,
+    load_dataset,
+    load_run_model,
+)
+from outfitrec.train.batches import Batch, EpochSampler, torch_seed
+from outfitrec.train.config import RunConfig
+from outfitrec.train.run import (
+    RunDir,
+    flatten_optimizer,
+    load_module_tensors,
+    module_tensors,
+    now_iso,
+    restore_rng_states,
+    rng_states,
+    unflatten_optimizer,
+)
+
+DISTILL_KINDS = ("fnd", "kd", "mse", "rd", "fnd+kd")
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR projection of the outfit embedding z for the contrastive term.
+
+    Part of the training wrapper, not of the saved OutfitModel: it is only
+    needed to train, and the recommender never uses it (it is saved in last/
+    so a resumed run continues with the same head).
+    """
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, out_dim))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+@dataclass
+class Teacher:
+    """The frozen teacher and its per-user thresholds r_u [n_users]."""
+
+    model: nn.Module
+    thresholds: Tensor
+
+
+@dataclass
+class EpochStats:
+    """Running sums of one epoch's losses and false-negative flags."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    steps: int = 0
+    flagged: int = 0
+    negatives_scored: int = 0
+    flag_outfits: list[Outfits] = field(default_factory=list)
+    flag_values: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, terms: dict[str, Tensor]) -> None:
+        self.steps += 1
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+
+
+def setup_runtime(config: RunConfig) -> torch.device:
+    """Threads and determinism for reproducible runs (resume must replay exactly)."""
+    if config.runtime.threads is not None:
+        torch.set_num_threads(config.runtime.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.device(config.runtime.device)
+
+
+def build_model(config: RunConfig, dataset: OutfitDataset, device: torch.device) -> nn.Module:
+    """A fresh OutfitModel bound to the dataset's catalogue, initialised from the run's seed."""
+    from outfitrec.models.outfit_model import OutfitModel
+
+    torch.manual_seed(config.data.seed)
+    cat = dataset.catalogue
+    model = OutfitModel(config.model, dataset.n_users, cat.n_items, cat.n_categories)
+    model.bind_catalogue(cat)
+    train = dataset.split("train")
+    model.set_seen_items(train.items[train.mask])  # encoder 'id': unseen items fall back to their category
+    return model.to(device)
+
+
+def regularizer(model: nn.Module, users: Tensor) -> Tensor:
+    """The model's anchor regulariser, restricted to the batch's users when the model supports it."""
+    fn = model.regularizer
+    if "users" in inspect.signature(fn).parameters:
+        return fn(users=users)
+    return fn()
+
+
+@torch.no_grad()
+def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunConfig, device) -> Teacher:
+    """Load the teacher frozen, and its r_u from its scores of each user's training positives."""
+    model = load_run_model(path, dataset, str(device))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    scorer = CachedScorer(model, train.items[train.mask], config.runtime.eval_batch_size)
+    pos_scores = torch.as_tensor(scorer(train.users, train.items, train.mask), dtype=torch.float32)
+    thresholds = losses.user_thresholds(
+        pos_scores, torch.as_tensor(train.users), dataset.n_users, aggregate=config.loss.threshold
+    )
+    return Teacher(model, thresholds.to(device))
+
+
+def _embed(model: nn.Module, groups: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
+    """Outfit embeddings z for several (items [N, S], mask [N, S]) groups, each distinct item encoded once."""
+    ids = torch.cat([items.clamp(min=0).reshape(-1) for items, _ in groups])
+    uniq, inverse = torch.unique(ids, return_inverse=True)
+    item_emb = model.encode_items(uniq)[inverse]
+    out, start = [], 0
+    for items, mask in groups:
+        n = items.numel()
+        emb = item_emb[start : start + n].reshape(*items.shape, -1)
+        start += n
+        out.append(model.encode_outfits(emb, mask))
+    return out
+
+
+def make_views(
+    items: Tensor, mask: Tensor, cats: Tensor, kind: str, pools: CategoryPools, gen: torch.Generator
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Two augmented views (items, mask) of each outfit: erase + replace, two erases, two replaces, or copies."""
+
+    def erase() -> tuple[Tensor, Tensor]:
+        return erase_one(items, mask, gen)
+
+    def replace() -> tuple[Tensor, Tensor]:
+        return replace_one(items, mask, cats, pools, gen)
+
+    if kind == "both":
+        return erase(), replace()
+    if kind == "erase":
+        return erase(), erase()
+    if kind == "replace":
+        return replace(), replace()
+    return (items, mask), (items, mask)
+
+
+def objective(
+    config: RunConfig, scores: Tensor, n_rec: int, teacher_scores: Tensor | None, thresholds: Tensor | None
+) -> dict[str, Tensor]:
+    """The loss terms of loss.kind on one batch's scores [B, C] (column 0 positive, n_rec = 1 + K).
+
+    L_rec uses the first 1 + K columns; the distillation terms (and FND, which
+    replaces L_rec) use every column, i.e. the teacher pool when one is set.
+    """
+    cfg = config.loss
+    rec_scores = scores[:, :n_rec]
+    terms: dict[str, Tensor] = {}
+    if cfg.kind in ("fnd", "fnd+kd"):
+        terms["fnd"] = losses.fnd_loss(scores, teacher_scores, thresholds, cfg.alpha, cfg.variant, cfg.temperature)
+    else:
+        terms["rec"] = losses.softmax_loss(rec_scores, cfg.temperature)
+    if cfg.kind in ("kd", "fnd+kd"):
+        terms["kd"] = cfg.kd_weight * losses.kd_loss(scores, teacher_scores, cfg.kd_temperature)
+    elif cfg.kind == "mse":
+        terms["mse"] = cfg.mse_weight * losses.score_regression_loss(scores, teacher_scores)
+    elif cfg.kind == "rd":
+        top_n = min(cfg.rd_top_n, scores.shape[1] - 1)
+        terms["rd"] = cfg.rd_weight * losses.ranking_distillation_loss(
+            scores, teacher_scores, top_n=top_n, temperature=cfg.temperature
+        )
+    return terms
+
+
+class Trainer:
+    """Holds the state of one run; `fit()` trains (or resumes) and returns the final metrics."""
+
+    def __init__(self, config: RunConfig, run: RunDir) -> None:
+        self.config = config
+        self.run = run
+        self.device = setup_runtime(config)
+        self.dataset, self.data_dir = load_dataset(config.data.path)
+        train = self.dataset.split("train")
+        if config.data.max_train is not None:
+            train = train.subset(slice(0, config.data.max_train))
+        self.train_split = train
+        self.model = build_model(config, self.dataset, self.device)
+        cl = config.contrastive
+        self.head = ProjectionHead(config.model.dim, cl.projection_dim).to(self.device) if cl.enabled else None
+        self.teacher = (
+            load_teacher(config.loss.teacher, self.dataset, train, config, self.device) if config.loss.teacher else None
+        )
+        use_pool = self.teacher is not None and config.loss.kind in DISTILL_KINDS
+        self.sampler = EpochSampler(
+            train,
+            self.dataset.catalogue.item_category,
+            k=config.data.negatives,
+            batch_size=config.data.batch_size,
+            seed=config.data.seed,
+            hard_share=config.data.hard_share,
+            pool_size=config.loss.teacher_pool if use_pool else None,
+            step_pool=config.data.step_pool,
+        )
+        self.aug_pools = CategoryPools.from_dict(self.sampler.pools)
+        params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
+        o = config.optim
+        if o.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
+        self.truth = _load_truth(self.data_dir)
+        # progress of the run (restored on resume)
+        self.epoch = 0
+        self.best = -np.inf
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.stopped = False
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> tuple[dict[str, Tensor], dict]:
+        tensors = module_tensors(self.model, "model.")
+        if self.head is not None:
+            tensors.update(module_tensors(self.head, "head."))
+        opt_tensors, opt_meta = flatten_optimizer(self.optimizer)
+        rng_tensors, rng_meta = rng_states()
+        tensors.update(opt_tensors)
+        tensors.update(rng_tensors)
+        meta = {
+            "epoch": self.epoch,
+            "best": None if not np.isfinite(self.best) else self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "stopped": self.stopped,
+            "history": self.history,
+            "optimizer": opt_meta,
+            "rng": rng_meta,
+            "saved": now_iso(),
+        }
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        load_module_tensors(self.model, tensors, "model.")
+        if self.head is not None:
+            load_module_tensors(self.head, tensors, "head.")
+        self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
+        restore_rng_states(tensors, meta["rng"])
+        self.epoch = int(meta["epoch"])
+        self.best = -np.inf if meta["best"] is None else float(meta["best"])
+        self.best_epoch = int(meta["best_epoch"])
+        self.bad_epochs = int(meta["bad_epochs"])
+        self.stopped = bool(meta["stopped"])
+        self.history = list(meta["history"])
+
+    # ------------------------------------------------------------------ one step
+
+    def step(self, batch: Batch, gen: torch.Generator, stats: EpochStats) -> dict[str, Tensor]:
+        cfg, dev = self.config, self.device
+        b, c, s = batch.items.shape
+        users = torch.as_tensor(batch.users, device=dev)
+        items = torch.as_tensor(batch.items, device=dev).reshape(b * c, s)
+        mask = torch.as_tensor(batch.mask, device=dev).reshape(b * c, s)
+        groups = [(items, mask)]
+        if self.head is not None:
+            rec_items = torch.as_tensor(batch.items[:, : batch.n_rec], device=dev).reshape(-1, s)
+            rec_mask = torch.as_tensor(batch.mask[:, : batch.n_rec], device=dev).reshape(-1, s)
+            rec_cats = torch.as_tensor(batch.categories[:, : batch.n_rec], device=dev).reshape(-1, s)
+            view_a, view_b = make_views(
+                rec_items, rec_mask, rec_cats, cfg.contrastive.augmentations, self.aug_pools, gen
+            )
+            groups += [view_a, view_b]
+        z = _embed(self.model, groups)
+        scores = self.model.score_embeddings(users.repeat_interleave(c), z[0]).reshape(b, c)
+
+        teacher_scores = thresholds = None
+        if self.teacher is not None:
+            with torch.no_grad():
+                (tz,) = _embed(self.teacher.model, [(items, mask)])
+                teacher_scores = self.teacher.model.score_embeddings(users.repeat_interleave(c), tz).reshape(b, c)
+                thresholds = self.teacher.thresholds[users]
+                flags = losses.fnd_flags(teacher_scores, thresholds)
+            stats.flagged += int(flags.sum())
+            stats.negatives_scored += int(flags.numel())
+            if self.truth is not None:
+                stats.flag_outfits.append(batch.negatives())
+                stats.flag_values.append(flags.cpu().numpy().reshape(-1))
+
+        terms = objective(cfg, scores, batch.n_rec, teacher_scores, thresholds)
+        if self.head is not None:
+            cl = cfg.contrastive
+            group = batch.n_rec if cl.scope == "within" else None
+            terms["cl"] = cl.weight * losses.nt_xent(self.head(z[1]), self.head(z[2]), cl.temperature, group)
+        if cfg.loss.anchor_weight > 0:
+            terms["reg"] = cfg.loss.anchor_weight * regularizer(self.model, users)
+        return terms
+
+    # ------------------------------------------------------------------ epochs
+
+    def train_epoch(self, epoch: int, writer) -> dict:
+        cfg = self.config
+        seed = torch_seed(cfg.data.seed, epoch)
+        torch.manual_seed(seed)  # dropout of this epoch
+        gen = torch.Generator().manual_seed(seed ^ 0x5EED)  # augmentations of this epoch
+        self.model.train()
+        if self.head is not None:
+            self.head.train()
+        stats = EpochStats()
+        start = time.perf_counter()
+        bar = tqdm(
+            self.sampler.epoch(epoch),
+            total=self.sampler.n_batches,
+            desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+            disable=None if cfg.runtime.progress else True,
+            leave=False,
+        )
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        for i, batch in enumerate(bar):
+            terms = self.step(batch, gen, stats)
+            loss = sum(terms.values())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.optim.grad_clip is not None:
+                nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            self.optimizer.step()
+            terms = {"loss": loss, **terms}
+            stats.add(terms)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch + 1}, step {i}: loss is {float(loss)}; lower optim.lr")
+            step = epoch * self.sampler.n_batches + i
+            if writer is not None and i % cfg.runtime.log_every == 0:
+                for k, v in terms.items():
+                    writer.add_scalar(f"train_step/{k}", float(v.detach()), step)
+            bar.set_postfix(loss=f"{float(loss):.4f}")
+        record = {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "steps": stats.steps}
+        record.update({f"train_{k}": v for k, v in stats.means().items()})
+        record.update(self._flag_stats(stats))
+        return record
+
+    def _flag_stats(self, stats: EpochStats) -> dict:
+        if self.teacher is None:
+            return {}
+        out = {
+            "fn_flagged": stats.flagged,
+            "fn_flagged_share": stats.flagged / max(stats.negatives_scored, 1),
+        }
+        if self.truth is not None and stats.flag_outfits:
+            from outfitrec.data.oracle import false_negative_flags
+
+            neg = Outfits.concat(stats.flag_outfits)
+            flags = np.concatenate(stats.flag_values)
+            true = np.asarray(false_negative_flags(self.truth, neg.users, neg.items, neg.mask), dtype=bool)
+            hit = int((flags & true).sum())
+            out["fn_true"] = int(true.sum())
+            out["fn_true_share"] = float(true.mean()) if len(true) else 0.0
+            out["fn_precision"] = hit / max(int(flags.sum()), 1)
+            out["fn_recall"] = hit / max(int(true.sum()), 1)
+        return out
+
+    def validate(self) -> dict:
+        scorer = CachedScorer(self.model, None, self.config.runtime.eval_batch_size)
+        out = evaluate_split(scorer, self.dataset, self.data_dir, "valid", with_fitb=False)
+        self.model.train()
+        return out
+
+    def fit(self, resume: bool = False) -> dict:
+        cfg, run = self.config, self.run
+        if resume:
+            saved = run.load_state()
+            if saved is not None:
+                self.restore(*saved)
+        writer = _writer(run.tb_dir, self.epoch * self.sampler.n_batches)
+        try:
+            while self.epoch < cfg.optim.epochs and not self.stopped:
+                record = self.train_epoch(self.epoch, writer)
+                valid = self.validate()
+                record.update({f"valid_{k}": v for k, v in valid.items() if k != "n_positives"})
+                auc = valid["auc"]
+                improved = bool(auc > self.best + cfg.optim.min_delta)
+                self.epoch += 1
+                if improved:
+                    self.best, self.best_epoch, self.bad_epochs = auc, self.epoch, 0
+                    run.save_best(self.model, {"epoch": self.epoch, "valid": valid, "run": cfg.name})
+                else:
+                    self.bad_epochs += 1
+                    self.stopped = self.bad_epochs >= cfg.optim.patience
+                record["best_epoch"] = self.best_epoch
+                self.history.append(record)
+                run.save_state(*self.state())
+                run.write_history(self.history)
+                if writer is not None:
+                    for k, v in record.items():
+                        if isinstance(v, (int, float)) and k != "epoch":
+                            writer.add_scalar(f"epoch/{k}", v, self.epoch)
+                    writer.flush()
+                if cfg.runtime.progress:
+                    tqdm.write(_epoch_line(record))
+        finally:
+            if writer is not None:
+                writer.close()
+        metrics = self.final_metrics()
+        run.write_metrics(metrics)
+        run.update_run_info(finished=now_iso(), epochs=self.epoch, best_epoch=self.best_epoch)
+        return metrics
+
+    def final_metrics(self) -> dict:
+        """Valid + test metrics of the best checkpoint (reloaded from model/), popularity baseline beside."""
+        if not (self.run.model_dir / "model.json").is_file():
+            raise DataError(f"{self.run.model_dir}: no best checkpoint was saved (validation AUC never finite?)")
+        model = load_run_model(self.run.model_dir, self.dataset, str(self.device))
+        out: dict = {"best_epoch": self.best_epoch, "epochs": self.epoch, "name": self.config.name}
+        popularity = {}
+        for split in ("valid", "test"):
+            m = evaluate_model(model, self.dataset, self.data_dir, split, self.config.runtime.eval_batch_size)
+            if "popularity" in m:
+                popularity[split] = m.pop("popularity")
+            out[split] = m
+        if popularity:
+            out["popularity"] = popularity
+        counts = getattr(model, "parameter_counts", None)
+        if counts is not None:
+            out["parameters"] = counts()
+        return out
+
+
+def _epoch_line(record: dict) -> str:
+    keys = ("train_loss", "valid_auc", "valid_ndcg", "fn_flagged_share", "fn_precision", "fn_recall", "seconds")
+    parts = [f"epoch {record['epoch']}"] + [f"{k}={record[k]:.4f}" for k in keys if k in record]
+    return "  ".join(parts)
+
+
+def _writer(tb_dir: Path, purge_step: int):
+    """TensorBoard writer into run_dir/tb (events after `purge_step` from a killed run are purged)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(tb_dir), purge_step=purge_step or None)
+
+
+def _load_truth(data_dir: Path):
+    """The Fashion-MNIST ground truth of the dataset folder, or None (no truth.npz, or no oracle module)."""
+    if not (data_dir / "truth.npz").is_file():
+        return None
+    try:
+        from outfitrec.data.oracle import load_truth
+    except ImportError:
+        return None
+    return load_truth(data_dir / "truth.npz")
+
+
+def train(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
+    """Train one run (any role) into `run_dir`; returns the final metrics (also in metrics.json).
+
+    resume=True continues from run_dir/last/ (the saved config.yaml is used;
+    `config` may be None, or must equal it), or starts fresh when the run
+    never got that far.
+    """
+    run, config = RunDir.open(run_dir, config, resume)
+    return Trainer(config, run).fit(resume=resume)
