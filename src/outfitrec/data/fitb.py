@@ -137,17 +137,24 @@ def make_fitb(
     seed: int = 0,
     n_distractors: int = N_DISTRACTORS,
     meta: dict | None = None,
+    fallback_pools: dict[int, np.ndarray] | None = None,
 ) -> FitbQuestions:
     """One question per positive outfit: a random slot blanked, the true item + distractors.
 
     The blank is drawn among the outfit's slots whose category has at least
     n_distractors other items in `pools`; outfits with no such slot are skipped
     (their count is in meta['skipped']). Distractors are distinct, never the
-    true item, drawn uniformly from the category's pool.
+    true item, drawn uniformly from the category's pool. A category with too
+    few items in `pools` (a small split) draws from `fallback_pools` (e.g. the
+    whole catalogue's items of that category) when given.
     """
     if len(positives) == 0:
         raise DataError("fitb: the split has no positive outfits")
     rng = np.random.default_rng(seed)
+    pools = dict(pools)
+    for c, pool in (fallback_pools or {}).items():
+        if len(pools.get(c, ())) <= n_distractors:
+            pools[c] = pool
     kept, blanks, cands = [], [], []
     for i in range(len(positives)):
         slots = np.flatnonzero(positives.mask[i])
@@ -200,6 +207,7 @@ def write_fitb_files(
             seed=seed + offset,
             n_distractors=n_distractors,
             meta={"split": split, "dataset": dataset.meta.get("name", ""), "source": "generated"},
+            fallback_pools=dataset.catalogue.items_by_category(),
         )
         path = fitb_path(data_dir, split)
         questions.save(path)

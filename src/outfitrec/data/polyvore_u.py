@@ -443,7 +443,7 @@ def write_polyvore_u(
                 (tmp / f"tuples_{stem}_nega_hard").write_text(table(hard.negatives.users, hard_rows))
             written[split] = len(index)
             if split == "test" and fitb:
-                questions = make_fitb(positives, pools, seed=seed + 100)
+                questions = make_fitb(positives, pools, seed=seed + 100, fallback_pools=cat.items_by_category())
                 cand_outfits = questions.candidate_outfits(cat.item_category)
                 q_rows, _ = _slot_rows(cand_outfits, item_slot, index_in_slot)
                 (tmp / FITB_FILE).write_text(table(cand_outfits.users, q_rows, repeat=questions.n_candidates))
