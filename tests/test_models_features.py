@@ -1,0 +1,74 @@
+"""Frozen EfficientNet-Lite2: local ImageNet weights load; feature extraction is cached and resumable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from outfitrec.data.outfits import Catalogue
+from outfitrec.models import ModelConfig, OutfitModel
+from outfitrec.models.features import (
+    FEATURE_DIM,
+    backbone_features,
+    efficientnet_parameter_count,
+    extract_features,
+    load_efficientnet_lite2,
+    weights_path,
+)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_efficientnet_lite2()
+
+
+@pytest.fixture(scope="module")
+def small_catalogue(tiny_dataset) -> Catalogue:
+    """Five items of the tiny dataset (EfficientNet costs ~0.1 s per image on one core)."""
+    cat = tiny_dataset.catalogue
+    ids = np.array([0, 1, 20, 21, 40])
+    return Catalogue(cat.item_category[ids], cat.category_names, images=cat.images[ids])
+
+
+def test_pretrained_weights_are_the_wheels(backbone):
+    assert weights_path().name.startswith("efficientnet-lite2") and weights_path().is_file()
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    name = "_conv_stem.weight"
+    assert torch.equal(backbone.state_dict()[name], state[name])  # not a random initialisation
+    assert 4_000_000 < efficientnet_parameter_count() < 6_000_000
+
+
+def test_features_of_grey_and_rgb_items(backbone, small_catalogue):
+    grey = small_catalogue.images[:2]
+    feats = backbone_features(backbone, grey)
+    assert feats.shape == (2, FEATURE_DIM) and feats.dtype == np.float32 and np.isfinite(feats).all()
+    assert not np.allclose(feats[0], feats[1])
+    rgb = np.repeat(grey[..., None], 3, axis=-1)  # a grey image given as RGB: the same features
+    assert np.allclose(backbone_features(backbone, rgb), feats, atol=1e-4)
+
+
+def test_extraction_resumes_after_interruption(backbone, small_catalogue, tmp_path):
+    first = extract_features(
+        small_catalogue, tmp_path / "a", chunk_size=2, max_chunks=1, model=backbone, progress=False
+    )
+    assert not first["complete"] and first["computed_chunks"] == 1 and first["remaining_chunks"] == 2
+    assert not (tmp_path / "a" / "features.npy").exists()
+    assert (tmp_path / "a" / "chunks" / "chunk_000000.npy").exists()
+    second = extract_features(small_catalogue, tmp_path / "a", chunk_size=2, model=backbone, progress=False)
+    assert second["complete"] and second["skipped_chunks"] == 1 and second["computed_chunks"] == 2
+    assert not (tmp_path / "a" / "chunks").exists()
+    uninterrupted = extract_features(small_catalogue, tmp_path / "b", chunk_size=2, model=backbone, progress=False)
+    resumed = np.load(tmp_path / "a" / "features.npy")
+    assert np.array_equal(resumed, np.load(tmp_path / "b" / "features.npy"))
+    assert uninterrupted["computed_chunks"] == 3
+    again = extract_features(small_catalogue, tmp_path / "a", chunk_size=2, model=backbone, progress=False)
+    assert again["already_done"]
+
+    # the cached features drive a 'pretrained' model
+    config = ModelConfig(encoder="pretrained", features_path=str(tmp_path / "a" / "features.npy"), dim=16, n_anchors=4)
+    model = OutfitModel(config, 2, small_catalogue.n_items, small_catalogue.n_categories)
+    model.bind_catalogue(small_catalogue)
+    scores = model.eval()(torch.tensor([0, 1]), torch.tensor([[0, 2, 4], [1, 3, 4]]), torch.ones(2, 3, dtype=bool))
+    assert scores.shape == (2,) and torch.isfinite(scores).all()
+    assert model.parameter_counts()["backbone"] == efficientnet_parameter_count()
