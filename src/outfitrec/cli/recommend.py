@@ -1,9 +1,149 @@
-"""CLI commands: recommend."""
+"""CLI commands: recommend, complete, export-onnx, serve."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+
 import typer
+
+from outfitrec.data.outfits import DataError
+
+RUN_HELP = "a training run directory (model/ + config.yaml), or a checkpoint folder when --data is given"
+DATA_HELP = "prepared dataset (folder or dataset.npz) for a bare checkpoint; default: the run's config.yaml data.path"
+BACKEND_HELP = "inference backend: torch, or onnx (exported on first use into the checkpoint's onnx/ folder)"
+
+
+def _checkpoint_dir(run: Path) -> Path:
+    """The checkpoint folder of a run directory, or `run` itself when it is a checkpoint."""
+    if (run / "model.json").is_file():
+        return run
+    if (run / "model").is_dir():
+        return run / "model"
+    raise DataError(f"{run}: neither a run directory (model/) nor a checkpoint folder (model.json)")
+
+
+def load_recommender(run: Path, data: Path | None = None, backend: str = "torch"):
+    """A `Recommender` from a run directory, or from a checkpoint + dataset."""
+    from outfitrec.recommend.engine import Recommender
+
+    if backend not in ("torch", "onnx"):
+        raise DataError(f"--backend: {backend!r} is not one of torch, onnx")
+    if data is None and (run / "config.yaml").is_file():
+        return Recommender.from_run(run, backend=backend)  # type: ignore[arg-type]
+    if data is None:
+        raise DataError(f"{run}: no config.yaml here; give the dataset with --data")
+    return Recommender.from_checkpoint(_checkpoint_dir(run), data, backend=backend)  # type: ignore[arg-type]
+
+
+def _print_outfits(rec, recs, seconds: float, as_json: bool, user: int) -> None:
+    if as_json:
+        out = [
+            {
+                "items": list(r.items),
+                "score": r.score,
+                "template": r.template,
+                "categories": [rec.item_category_name(i) for i in r.items],
+            }
+            for r in recs
+        ]
+        print(json.dumps({"user": user, "seconds": seconds, "outfits": out}, indent=1))
+        return
+    print(f"user {user}: {len(recs)} outfits in {seconds * 1000:.1f} ms")
+    print("| rank | score | template | items |")
+    print("|---:|---:|---|---|")
+    for rank, r in enumerate(recs, 1):
+        template = " + ".join(rec.info["templates"][r.template])
+        items = ", ".join(f"{i} ({rec.item_category_name(i)})" for i in r.items)
+        print(f"| {rank} | {r.score:.4f} | {template} | {items} |")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+
+    @app.command()
+    def recommend(
+        run: Path = typer.Argument(..., help=RUN_HELP),
+        user: int = typer.Option(..., "--user", "-u", help="user id"),
+        k: int = typer.Option(10, "--k", "-k", min=1, help="number of outfits"),
+        diverse: bool = typer.Option(False, "--diverse", help="no item repeats across the k outfits"),
+        template: list[int] = typer.Option(None, "--template", "-t", help="template index (repeatable; default all)"),
+        exact: bool = typer.Option(False, "--exact", help="enumerate every outfit (small catalogues only)"),
+        beam_width: int = typer.Option(32, "--beam-width", min=1, help="partial outfits kept per slot"),
+        shortlist: int = typer.Option(40, "--shortlist", min=1, help="items per slot considered"),
+        data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+        backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    ) -> None:
+        """The user's top-k new outfits from the whole catalogue (beam search over slots; training outfits excluded)."""
+        rec = load_recommender(run, data, backend)
+        start = time.perf_counter()
+        recs = rec.recommend(user, k, diverse, template or None, exact, beam_width, shortlist)
+        _print_outfits(rec, recs, time.perf_counter() - start, as_json, user)
+
+    @app.command()
+    def complete(
+        run: Path = typer.Argument(..., help=RUN_HELP),
+        user: int = typer.Option(..., "--user", "-u", help="user id"),
+        items: str = typer.Option(..., "--items", "-i", help="comma-separated item ids already in the outfit"),
+        k: int = typer.Option(5, "--k", "-k", min=1, help="number of completed outfits"),
+        template: int | None = typer.Option(None, "--template", "-t", help="template index (default: any that fits)"),
+        diverse: bool = typer.Option(False, "--diverse", help="the added items differ between the outfits"),
+        data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+        backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+        as_json: bool = typer.Option(False, "--json", help="print JSON"),
+    ) -> None:
+        """Complete an outfit: the best items for the missing slots, for this user."""
+        try:
+            given = [int(x) for x in items.split(",") if x.strip()]
+        except ValueError as exc:
+            raise DataError(f"--items: {items!r} is not a comma-separated list of item ids") from exc
+        rec = load_recommender(run, data, backend)
+        start = time.perf_counter()
+        recs = rec.complete(user, given, k, template, diverse)
+        _print_outfits(rec, recs, time.perf_counter() - start, as_json, user)
+
+    @app.command("export-onnx")
+    def export_onnx_command(
+        run: Path = typer.Argument(..., help=RUN_HELP),
+        out: Path | None = typer.Option(None, "--out", "-o", help="output folder (default: the checkpoint's onnx/)"),
+        data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+        check: bool = typer.Option(True, "--check/--no-check", help="compare onnxruntime with PyTorch"),
+    ) -> None:
+        """Export the model (item encoder, outfit encoder, user scorer) to ONNX and check parity with onnxruntime."""
+        from outfitrec.data.outfits import OutfitDataset
+        from outfitrec.models.checkpoint import load_model
+        from outfitrec.recommend.engine import checkpoint_hash, resolve_dataset_path, run_data_path
+        from outfitrec.recommend.onnx_export import export_onnx, parity_report
+
+        checkpoint = _checkpoint_dir(run)
+        dataset = OutfitDataset.load(resolve_dataset_path(data) if data else run_data_path(run))
+        model = load_model(checkpoint)
+        model.bind_catalogue(dataset.catalogue)
+        model.eval()
+        target = out if out is not None else checkpoint / "onnx"
+        paths = export_onnx(model, target, checkpoint_hash(checkpoint))
+        for path in paths:
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        if check:
+            report = parity_report(model, target, dataset)
+            for name, err in report.items():
+                print(f"max |onnxruntime - torch| {name}: {err:.2e}")
+
+    @app.command()
+    def serve(
+        run: Path = typer.Argument(..., help=RUN_HELP),
+        host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
+        port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
+        data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
+        backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    ) -> None:
+        """Serve recommendations over HTTP (FastAPI + uvicorn) with a web page at /."""
+        import uvicorn
+
+        from outfitrec.serve.app import create_app
+
+        app_ = create_app(load_recommender(run, data, backend))
+        print(f"outfitrec: serving {run} on http://{host}:{port}/ (OpenAPI at /docs, /openapi.json)")
+        uvicorn.run(app_, host=host, port=port, log_level="warning")

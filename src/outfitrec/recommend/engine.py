@@ -198,12 +198,12 @@ class Recommender:
         if backend == "torch":
             scorer = TorchScorer(model)
         elif backend == "onnx":
-            from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx
+            from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx, item_inputs
 
             onnx_dir = Path(onnx_dir) if onnx_dir is not None else checkpoint_dir / "onnx"
             if not OnnxScorer.exists(onnx_dir, digest):
                 export_onnx(model, onnx_dir, digest)
-            scorer = OnnxScorer(onnx_dir, dataset.catalogue, digest)
+            scorer = OnnxScorer(onnx_dir, lambda ids: item_inputs(model, ids))
         else:
             raise DataError(f"unknown backend {backend!r}; expected 'torch' or 'onnx'")
         index = cls._load_or_build_index(scorer, dataset, checkpoint_dir / "cache", digest, backend, cache)

@@ -1,0 +1,144 @@
+"""The recommender engine on a real (briefly trained) tiny OutfitModel saved as a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from outfitrec.data.negatives import category_pools, random_mix
+from outfitrec.data.outfits import DataError, OutfitDataset
+from outfitrec.losses import softmax_loss
+from outfitrec.models.checkpoint import save_model
+from outfitrec.models.outfit_model import ModelConfig, OutfitModel
+from outfitrec.recommend.engine import NotFound, Recommender, checkpoint_hash, run_data_path
+
+TINY_CONFIG = ModelConfig(encoder="cnn", size="student", dim=32, heads=4, n_anchors=8, dropout=0.0)
+
+
+def make_tiny_model(dataset: OutfitDataset, steps: int = 15, seed: int = 0) -> OutfitModel:
+    """A real student-size OutfitModel trained for a few steps (softmax over 1 positive + 5 random mixes)."""
+    torch.manual_seed(seed)
+    cat = dataset.catalogue
+    model = OutfitModel(TINY_CONFIG, dataset.n_users, cat.n_items, cat.n_categories)
+    model.bind_catalogue(cat)
+    train = dataset.split("train")
+    pools = category_pools(train.items, cat.item_category)
+    rng = np.random.default_rng(seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    k = 5
+    for _ in range(steps):
+        batch = train.subset(rng.choice(len(train), size=16, replace=False))
+        neg = random_mix(batch, pools, k, rng)
+        items = np.concatenate([batch.items[:, None], neg.items.reshape(len(batch), k, -1)], axis=1)
+        mask = np.concatenate([batch.mask[:, None], neg.mask.reshape(len(batch), k, -1)], axis=1)
+        scores = model(torch.from_numpy(batch.users)[:, None], torch.from_numpy(items), torch.from_numpy(mask))
+        loss = softmax_loss(scores) + 1e-2 * model.regularizer()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return model.eval()
+
+
+def make_tiny_run(dataset: OutfitDataset, data_dir: Path, run_dir: Path, steps: int = 15) -> Path:
+    """A run directory as train/ writes it, as far as the recommender reads it: model/ + config.yaml."""
+    model = make_tiny_model(dataset, steps)
+    save_model(model, run_dir / "model", {"role": "test"})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(data_dir)}}))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_dataset, tiny_data_dir) -> Path:
+    return make_tiny_run(tiny_dataset, tiny_data_dir, tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_run) -> Recommender:
+    return Recommender.from_run(tiny_run)
+
+
+def test_index_is_cached_per_checkpoint(tiny_run, engine):
+    digest = checkpoint_hash(tiny_run / "model")
+    cache = tiny_run / "model" / "cache" / f"search_index_torch_{digest[:16]}.npz"
+    assert cache.is_file()
+    # the cache holds the model's own item embeddings
+    model = engine.scorer.model
+    with torch.no_grad():
+        direct = model.encode_items(torch.arange(engine.dataset.catalogue.n_items)).numpy()
+    np.testing.assert_allclose(engine.index.item_emb, direct, atol=1e-5)
+    # a second load reads the cache instead of recomputing it
+    stamp = cache.stat().st_mtime_ns
+    again = Recommender.from_run(tiny_run)
+    assert cache.stat().st_mtime_ns == stamp
+    np.testing.assert_array_equal(again.index.item_emb, engine.index.item_emb)
+
+
+def test_recommend_excludes_history_and_scores_match_model(engine, tiny_dataset):
+    train = tiny_dataset.split("train")
+    model = engine.scorer.model
+    for user in range(3):
+        recs = engine.recommend(user, k=10)
+        assert len(recs) == 10
+        assert len(engine.history(user)) == int((train.users == user).sum())
+        history = {frozenset(o) for o in engine.history(user)}
+        assert not history & {frozenset(r.items) for r in recs}
+        assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+        items = torch.tensor([list(r.items) for r in recs])
+        with torch.no_grad():
+            direct = model(torch.full((len(recs),), user), items, torch.ones_like(items, dtype=torch.bool)).numpy()
+        np.testing.assert_allclose([r.score for r in recs], direct, atol=1e-4)
+
+
+def test_history_outfits_never_returned(engine):
+    """Even the exhaustive search over all 20^3 outfits never returns a training outfit of the user."""
+    exact_all = engine.recommend(0, k=20**3, exact=True)
+    kept = {frozenset(r.items) for r in exact_all}
+    for outfit in engine.history(0):
+        assert frozenset(outfit) not in kept
+    assert len(kept) == 20**3 - len(set(map(frozenset, engine.history(0))))
+
+
+def test_score_complete_and_errors(engine):
+    scores = engine.score(1, [[0, 20, 40], [0, 20], [5]])
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    recs = engine.complete(1, [3], k=4)
+    assert len(recs) == 4 and all(3 in r.items and len(r.items) == 3 for r in recs)
+    with pytest.raises(NotFound, match="user 99 not found"):
+        engine.recommend(99)
+    with pytest.raises(NotFound, match="item 9999 not found"):
+        engine.score(0, [[9999]])
+    with pytest.raises(DataError, match="fit no outfit template"):
+        engine.complete(0, [0, 1])  # two tops: no template has two top slots
+    with pytest.raises(DataError, match="template 5 does not exist"):
+        engine.recommend(0, templates=[5])
+    with pytest.raises(DataError, match="appears twice"):
+        engine.score(0, [[1, 1]])
+
+
+def test_bad_run_directories(tmp_path, tiny_run):
+    with pytest.raises(DataError, match="no model/ checkpoint"):
+        Recommender.from_run(tmp_path)
+    (tmp_path / "config.yaml").write_text("optim: {}\n")
+    with pytest.raises(DataError, match=r"config.yaml: key data.path is missing"):
+        run_data_path(tmp_path)
+    (tmp_path / "config.yaml").write_text("data: {path: /nonexistent/folder}\n")
+    with pytest.raises(DataError, match=r"config.yaml:data.path: /nonexistent/folder does not exist"):
+        run_data_path(tmp_path)
+
+
+def test_cli_recommend_and_complete(tiny_run):
+    from outfitrec.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["recommend", str(tiny_run), "--user", "2", "--k", "3", "--diverse"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("| ") and "rank" not in line]
+    assert len(rows) == 3
+    result = runner.invoke(app, ["complete", str(tiny_run), "--user", "2", "--items", "0,25", "--k", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"items"' in result.output
