@@ -47,8 +47,7 @@ def fixed(tmp_path):
             "tuples_test_posi": "user,top,bottom,shoe\n0,1,1,1\n1,3,2,0\n",
             "tuples_test_nega": "user,top,bottom,shoe\n0,0,0,0\n0,2,2,2\n1,1,1,1\n1,0,2,1\n",
             "tuples_test_nega_hard": "user,top,bottom,shoe\n0,3,2,0\n0,1,2,1\n1,1,1,1\n1,0,1,2\n",
-            "fill_in_blank_test": ",".join(["user,top,bottom,shoe"] * 4) + "\n"
-            "0,1,1,1,0,1,0,1,0,1,2,1,0,1,1,1\n",
+            "fill_in_blank_test": ",".join(["user,top,bottom,shoe"] * 4) + "\n0,1,1,1,0,1,0,1,0,1,2,1,0,1,1,1\n",
         },
     )
     return root
