@@ -48,6 +48,14 @@ def random_mix(
         if not bad.any():
             break
         _fill_random(items, rep.categories, rep.mask, pools, rng, bad)
+    else:
+        bad = np.array([frozenset(r[m].tolist()) in forbidden for r, m in zip(items, rep.mask)], dtype=bool)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) // k
+            raise DataError(
+                f"negatives: positive row {row} (user {int(positives.users[row])}): every random mix drawn "
+                f"{MAX_REDRAWS} times equals a positive; the category pools are too small for K={k} negatives"
+            )
     return Outfits(rep.users, items, rep.categories, rep.mask, rep.outfit_ids)
 
 
