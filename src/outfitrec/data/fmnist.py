@@ -88,7 +88,8 @@ PAIRS = [
     (DRESS, BAG),
 ]
 
-ATTRIBUTES = ["brightness", "coverage", "width", "height", "contrast", "texture"]
+ATTRIBUTES = ["brightness", "coverage", "width", "mass_y", "contrast", "texture"]
+Z_CLIP = 3.0  # standardised attributes are clipped to +-Z_CLIP: no single odd image dominates a utility
 INK_THRESHOLD = 0.08  # a pixel above this (of 1.0) belongs to the garment
 # compatibility features of a slot pair: |difference| of these attributes, minus its catalogue mean
 PAIR_FEATURES = ["brightness", "texture"]
@@ -108,10 +109,10 @@ class FmnistConfig:
     min_train: int = 4  # fewest training outfits of a user
     outfits_sigma: float = 0.8  # log-normal sigma of the number of outfits per user: the long tail
     candidates_per_draw: int = 48  # M random outfits scored per positive draw (Gumbel-max among them)
-    temperature: float = 0.1  # of the Gumbel-max, in units of the user's utility std over random outfits
+    temperature: float = 0.02  # of the Gumbel-max, in units of the user's utility std over random outfits
     n_styles: int = 8  # style prototypes users mix
     style_concentration: float = 0.3  # Dirichlet alpha of the user's style mixture (small: near one style)
-    global_scale: float = 0.6  # weight of the taste shared by all users (what popularity can see)
+    global_scale: float = 0.3  # weight of the taste shared by all users (what popularity can see)
     style_scale: float = 1.0
     individual_scale: float = 0.5
     template_proposal: tuple[float, ...] = (0.45, 0.2, 0.25, 0.1)  # q over TEMPLATES for random outfits
@@ -246,9 +247,11 @@ def item_attributes(images: np.ndarray) -> np.ndarray:
     """Raw visual attributes of each image, float64 [n, len(ATTRIBUTES)].
 
     x = pixel / 255; ink = x > INK_THRESHOLD (the garment). brightness: mean x
-    over ink; coverage: share of ink pixels; width / height: the ink bounding
-    box's size / 28; contrast: std of x over ink; texture: mean |4-neighbour
-    Laplacian| of x over interior ink pixels (ink with 4 ink neighbours), the
+    over ink; coverage: share of ink pixels; width: mean number of ink pixels
+    of the rows that have ink, / 28 (how wide the silhouette is); mass_y: the
+    vertical centre of the pixel mass, / 28 (long garments sit lower);
+    contrast: std of x over ink; texture: mean |4-neighbour Laplacian| of x
+    over interior ink pixels (ink with 4 ink neighbours), the
     fine pattern energy a small network sees worst. An empty image gets zeros.
     """
     x = np.asarray(images, dtype=np.float64) / 255.0
@@ -260,22 +263,23 @@ def item_attributes(images: np.ndarray) -> np.ndarray:
     safe = np.maximum(n_ink, 1)
     brightness = (x * ink).sum(axis=(1, 2)) / safe
     coverage = n_ink / (h * w)
-    cols, rows = ink.any(axis=1), ink.any(axis=2)
-    width = np.where(cols.any(1), w - np.argmax(cols[:, ::-1], 1) - np.argmax(cols, 1), 0) / w
-    height = np.where(rows.any(1), h - np.argmax(rows[:, ::-1], 1) - np.argmax(rows, 1), 0) / h
+    ink_rows = ink.any(axis=2).sum(axis=1)
+    width = n_ink / np.maximum(ink_rows, 1) / w
+    mass = x.sum(axis=(1, 2))
+    mass_y = (x.sum(axis=2) * (np.arange(h) + 0.5)).sum(axis=1) / np.maximum(mass, 1e-9) / h
     contrast = np.sqrt((((x - brightness[:, None, None]) ** 2) * ink).sum(axis=(1, 2)) / safe)
     p = np.pad(x, ((0, 0), (1, 1), (1, 1)))
     lap = 4 * x - p[:, :-2, 1:-1] - p[:, 2:, 1:-1] - p[:, 1:-1, :-2] - p[:, 1:-1, 2:]
     q = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
     interior = ink & q[:, :-2, 1:-1] & q[:, 2:, 1:-1] & q[:, 1:-1, :-2] & q[:, 1:-1, 2:]
     texture = (np.abs(lap) * interior).sum(axis=(1, 2)) / np.maximum(interior.sum(axis=(1, 2)), 1)
-    attrs = np.stack([brightness, coverage, width, height, contrast, texture], axis=1)
+    attrs = np.stack([brightness, coverage, width, mass_y, contrast, texture], axis=1)
     attrs[n_ink == 0] = 0.0
     return attrs
 
 
 def standardise_by_slot(raw: np.ndarray, item_slot: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Z-score each attribute within each slot's items: (z [n, A], mean [n_slots, A], std [n_slots, A])."""
+    """Z-score each attribute within each slot's items, clipped to +-Z_CLIP: (z [n, A], mean, std [n_slots, A])."""
     mean = np.zeros((len(SLOTS), raw.shape[1]))
     std = np.ones((len(SLOTS), raw.shape[1]))
     for s in range(len(SLOTS)):
@@ -283,7 +287,7 @@ def standardise_by_slot(raw: np.ndarray, item_slot: np.ndarray) -> tuple[np.ndar
         if len(rows):
             mean[s] = rows.mean(axis=0)
             std[s] = np.maximum(rows.std(axis=0), 1e-6)
-    return (raw - mean[item_slot]) / std[item_slot], mean, std
+    return np.clip((raw - mean[item_slot]) / std[item_slot], -Z_CLIP, Z_CLIP), mean, std
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -757,7 +761,8 @@ def contact_sheet(
     )
     n_blocks = len(users)
     width = label_w + MAX_SIZE * (cell + pad) + pad
-    height = len(rows) * (cell + pad) + n_blocks * title_h + pad
+    caption = 12  # class name under each item
+    height = len(rows) * (cell + caption + pad) + n_blocks * title_h + pad
     sheet = Image.new("RGB", (width, height), (250, 250, 247))
     draw = ImageDraw.Draw(sheet)
     y, last_user = pad, None
@@ -779,9 +784,9 @@ def contact_sheet(
             if real:
                 img = Image.fromarray(ds.catalogue.images[item]).resize((cell, cell), Image.NEAREST)
                 sheet.paste(img.convert("RGB"), (x, y))
-                draw.text((x + 2, y + 1), CLASS_NAMES[truth.item_class[item]], fill=(255, 200, 0))
+                draw.text((x, y + cell), CLASS_NAMES[truth.item_class[item]], fill=(90, 90, 90))
             x += cell + pad
-        y += cell + pad
+        y += cell + caption + pad
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
