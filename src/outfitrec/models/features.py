@@ -143,6 +143,17 @@ def resolve_dataset(path: str | Path) -> Path:
     return npz
 
 
+def _dist_context():
+    """The torchrun context of this process (a one-process no-op context outside torchrun).
+
+    Imported here, not at module level: train/distributed.py is a leaf (torch + data only), and
+    `outfitrec features` under torchrun needs no other change than these hooks.
+    """
+    from outfitrec.train.distributed import DistContext
+
+    return DistContext.from_env()
+
+
 def extract_features(
     data: str | Path | Catalogue,
     out_dir: str | Path,
@@ -158,6 +169,8 @@ def extract_features(
     computed. `max_chunks` stops after computing that many new chunks (to
     split the work over several sessions); the result then has
     `complete=False` and no features.npy yet. Returns a summary dict.
+    Under `torchrun --nproc_per_node=N` the ranks split the chunks (rank r
+    computes chunks r, r + N, ...) and rank 0 merges them once all are written.
     """
     if batch_size <= 0 or chunk_size <= 0:
         raise DataError(f"features: batch size ({batch_size}) and chunk size ({chunk_size}) must be positive")
@@ -193,12 +206,14 @@ def extract_features(
         write_text_atomic(manifest, json.dumps(plan, indent=2))
 
     starts = list(range(0, n, chunk_size))
+    ctx = _dist_context()  # dist hook: under torchrun each rank computes its own chunks (no-op in one process)
+    mine = set(ctx.shard(range(len(starts))))  # dist hook: chunks rank, rank + world, ...
     todo = []
     for i, start in enumerate(starts):
         rows = min(start + chunk_size, n) - start
         if _chunk_ok(chunks / f"chunk_{i:06d}.npy", rows):
             summary["skipped_chunks"] += 1
-        else:
+        elif i in mine:
             todo.append(i)
     if max_chunks is not None:
         todo = todo[:max_chunks]
@@ -216,6 +231,11 @@ def extract_features(
             _save_npy_atomic(chunks / f"chunk_{i:06d}.npy", part)
             summary["computed_chunks"] += 1
     done = summary["skipped_chunks"] + summary["computed_chunks"]
+    ctx.barrier()  # dist hook: every rank's chunks are on disk; rank 0 counts them all and merges
+    if not ctx.is_main:
+        return {**summary, "complete": None, "rank": ctx.rank, "merged_by_rank": 0}
+    if ctx.distributed:
+        done = sum(_chunk_ok(chunks / f"chunk_{i:06d}.npy", min(s + chunk_size, n) - s) for i, s in enumerate(starts))
     if done < len(starts):
         return {**summary, "complete": False, "remaining_chunks": len(starts) - done}
 
