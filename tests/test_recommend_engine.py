@@ -20,7 +20,7 @@ from outfitrec.recommend.engine import NotFound, Recommender, checkpoint_hash, r
 TINY_CONFIG = ModelConfig(encoder="cnn", size="student", dim=32, heads=4, n_anchors=8, dropout=0.0)
 
 
-def make_tiny_model(dataset: OutfitDataset, steps: int = 15, seed: int = 0) -> OutfitModel:
+def make_tiny_model(dataset: OutfitDataset, steps: int = 40, seed: int = 0) -> OutfitModel:
     """A real student-size OutfitModel trained for a few steps (softmax over 1 positive + 5 random mixes)."""
     torch.manual_seed(seed)
     cat = dataset.catalogue

@@ -15,12 +15,17 @@ embeddings computed once per checkpoint (see `SearchIndex`):
 2. **Beam search** over the slots: partial outfits are extended one slot at
    a time by every shortlisted item and scored by the Set Transformer (masks
    make a partial outfit a valid input); the best `beam_width` survive.
-3. **Selection**: every full outfit scored at the last slot is a candidate;
-   the user's training outfits are excluded and, optionally, items are kept
-   from repeating across the k outfits (greedy, with a re-search that bans
-   used items when the candidates run out).
+3. **Refinement**: a local search around the best outfits found (of all
+   templates together): each free slot of each of the best outfits is swapped
+   for each of the best items of its category, repeated on the new best
+   outfits until they are local optima. It repairs what the two cheap
+   heuristics above miss (an item that only shines next to others, a partial
+   outfit that looks worse than it ends up).
+4. **Selection**: the user's training outfits are excluded and, optionally,
+   items are kept from repeating across the k outfits (greedy, with a
+   re-search that bans used items when the candidates run out).
 
-`exact_search` enumerates everything (small catalogues only) and is the
+`search(..., exact=True)` enumerates everything (small catalogues only) and is the
 reference for recall in the benchmark and the tests.
 
 The search only needs the `OutfitScorer` protocol (two numpy functions), so
@@ -40,6 +45,9 @@ from outfitrec.data.outfits import PAD, DataError, Outfits
 
 DEFAULT_BEAM_WIDTH = 32
 DEFAULT_SHORTLIST = 40
+DEFAULT_REFINE_POOL = 64  # items per category tried in each slot swap of the refinement
+DEFAULT_REFINE_TOP = 10  # best outfits whose slots are swapped in each refinement round
+DEFAULT_REFINE_ROUNDS = 3
 SCORE_CHUNK = 8192  # outfits scored per call: bounds memory on large beams
 MAX_EXACT_COMBINATIONS = 20_000_000
 
@@ -196,60 +204,157 @@ def _dedupe_rows(rows: np.ndarray) -> np.ndarray:
     return rows[keep & ~repeated]
 
 
+def rank_items(
+    scorer: OutfitScorer,
+    index: SearchIndex,
+    user: int,
+    categories: Iterable[int],
+    fixed: Sequence[int] = (),
+    banned: Iterable[int] = (),
+    keep: int = DEFAULT_REFINE_POOL,
+    stats: SearchStats | None = None,
+) -> dict[int, np.ndarray]:
+    """Per category, its `keep` best items by the proxy score (alone, or added to the fixed items), best first.
+
+    Computed once per search and shared by every template and slot of that category.
+    """
+    stats = stats if stats is not None else SearchStats()
+    banned_arr = np.fromiter({int(b) for b in banned} | {int(f) for f in fixed}, dtype=np.int64)
+    ranked: dict[int, np.ndarray] = {}
+    for cat in sorted({int(c) for c in categories}):
+        pool = index.pool(cat)
+        if len(banned_arr):
+            pool = pool[~np.isin(pool, banned_arr)]
+        proxy = _proxy_scores(scorer, index, user, pool, list(fixed), len(fixed) + 1, stats)
+        ranked[cat] = pool[_top(proxy, keep)]
+    return ranked
+
+
 def beam_candidates(
     scorer: OutfitScorer,
     index: SearchIndex,
     user: int,
     template: Sequence[int],
+    ranked: dict[int, np.ndarray],
     fixed: Sequence[int] = (),
     beam_width: int = DEFAULT_BEAM_WIDTH,
     shortlist: int = DEFAULT_SHORTLIST,
-    banned: Iterable[int] = (),
     stats: SearchStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Full outfits of one template found by beam search, with their scores.
+    """Full outfits of one template found by beam search over its free slots, with their scores.
 
+    ranked: per category, items best first (`rank_items`); each slot's
+    shortlist is the first `shortlist` of them. Partial outfits (the other
+    slots masked) are scored by the model and the best `beam_width` kept.
     Returns (rows [N, len(template)] of item ids in slot order, scores [N]),
     best first: every full outfit scored at the last slot, not only the beam.
-    `fixed` items occupy the first matching slots; `banned` items are never used.
-    Returns empty arrays when the fixed items do not fit the template.
+    `fixed` items occupy the first matching slots. Empty arrays when the fixed
+    items do not fit the template or a category has too few items.
     """
     stats = stats if stats is not None else SearchStats()
     width = len(template)
+    empty = np.zeros((0, width), np.int64), np.zeros(0, np.float32)
     fixed_slots = _assign_fixed(template, fixed, index.item_category)
     if fixed_slots is None:
-        return np.zeros((0, width), np.int64), np.zeros(0, np.float32)
+        return empty
     free_slots = [s for s in range(width) if s not in fixed_slots]
-    banned_set = {int(b) for b in banned} | {int(f) for f in fixed}
-    # shortlists: the best items of each free slot's category by the proxy score
-    shortlists: dict[int, np.ndarray] = {}
-    for cat in sorted({int(template[s]) for s in free_slots}):
-        pool = index.pool(cat)
-        if banned_set:
-            pool = pool[~np.isin(pool, np.fromiter(banned_set, dtype=np.int64))]
-        if len(pool) == 0:
-            return np.zeros((0, width), np.int64), np.zeros(0, np.float32)
-        proxy = _proxy_scores(scorer, index, user, pool, list(fixed), width, stats)
-        # a category filling n slots needs at least n distinct items
-        need = sum(1 for s in free_slots if template[s] == cat)
-        shortlists[cat] = pool[_top(proxy, max(shortlist, need))]
-    # slot-ordered rows; the beam starts from the fixed items
-    beam = np.full((1, width), PAD, dtype=np.int64)
+    beam = np.full((1, width), PAD, dtype=np.int64)  # slot-ordered rows; the beam starts from the fixed items
     for slot, item in zip(fixed_slots, fixed):
         beam[0, slot] = item
-    scores = np.zeros(1, np.float32)
     if not free_slots:
-        scores = score_item_rows(scorer, index, user, beam, stats)
-        return beam, scores
+        return beam, score_item_rows(scorer, index, user, beam, stats)
+    scores = np.zeros(1, np.float32)
     for step, slot in enumerate(free_slots):
-        cand = shortlists[int(template[slot])]
+        cat = int(template[slot])
+        need = sum(1 for s in free_slots if template[s] == cat)  # a category filling n slots needs n items
+        if len(ranked.get(cat, ())) < need:
+            return empty
+        cand = ranked[cat][: max(shortlist, need)]
         rows = np.repeat(beam, len(cand), axis=0)
         rows[:, slot] = np.tile(cand, len(beam))
         rows = _dedupe_rows(rows)
+        if len(rows) == 0:
+            return empty
         scores = score_item_rows(scorer, index, user, rows, stats)
-        order = _top(scores, len(scores) if step == len(free_slots) - 1 else beam_width)
+        last = step == len(free_slots) - 1
+        order = _top(scores, len(scores) if last else beam_width)
         beam, scores = rows[order], scores[order]
     return beam, scores
+
+
+def refine(
+    scorer: OutfitScorer,
+    index: SearchIndex,
+    user: int,
+    templates: Sequence[Sequence[int]],
+    ranked: dict[int, np.ndarray],
+    rows: np.ndarray,
+    scores: np.ndarray,
+    tmpl: np.ndarray,
+    fixed: Sequence[int] = (),
+    top: int = DEFAULT_REFINE_TOP,
+    pool: int = DEFAULT_REFINE_POOL,
+    rounds: int = DEFAULT_REFINE_ROUNDS,
+    skip: set[frozenset[int]] | None = None,
+    stats: SearchStats | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local search around the best outfits found: candidates plus every improving one-slot swap.
+
+    The one-item proxy ignores how items go together, so an item that only
+    shines next to others can miss a shortlist, and a partial outfit can
+    look worse than it ends up. Each round takes the `top` best outfits not
+    yet expanded (outfits in `skip`, e.g. the user's history, are passed over
+    as results but still expanded), swaps each free slot for each of the
+    `pool` best items of its category and scores the swaps; rounds stop when
+    the best outfits are all expanded (local optima) or after `rounds`.
+    Returns the enlarged (rows, scores, template of each row).
+    """
+    stats = stats if stats is not None else SearchStats()
+    fixed_set = {int(f) for f in fixed}
+    seen = {tuple(sorted(r)) for r in rows.tolist()}
+    expanded: set[tuple[int, ...]] = set()
+    found_rows, found_scores, found_tmpl = [rows], [scores], [tmpl]
+    for _ in range(rounds if top > 0 and pool > 0 else 0):
+        all_rows, all_scores, all_tmpl = (np.concatenate(x) for x in (found_rows, found_scores, found_tmpl))
+        order = np.lexsort((np.arange(len(all_scores)), -all_scores))
+        todo, counted = [], 0
+        for i in order:  # the `top` best (history outfits don't count toward `top`) not yet expanded
+            key = tuple(sorted(all_rows[i].tolist()))
+            if skip is None or frozenset(k for k in key if k != PAD) not in skip:
+                counted += 1
+            if key not in expanded:
+                expanded.add(key)
+                todo.append(i)
+            if counted >= top:
+                break
+        if not todo:
+            break  # the best outfits are all local optima: nothing new to try
+        swaps, swap_tmpl = [], []
+        for i in todo:
+            row, t = all_rows[i], int(all_tmpl[i])
+            for slot, cat in enumerate(templates[t]):
+                if int(row[slot]) in fixed_set:
+                    continue
+                cand = ranked.get(int(cat), np.zeros(0, np.int64))[:pool]
+                new = np.repeat(row[None], len(cand), axis=0)
+                new[:, slot] = cand
+                swaps.append(new)
+                swap_tmpl.append(np.full(len(cand), t, dtype=np.int64))
+        if not swaps:
+            break
+        new_rows, new_tmpl = np.concatenate(swaps), np.concatenate(swap_tmpl)
+        keys = [tuple(sorted(r)) for r in new_rows.tolist()]
+        fresh = np.zeros(len(keys), dtype=bool)
+        for j, key in enumerate(keys):  # new outfits only (also drops rows repeating an item)
+            if key not in seen and len({k for k in key if k != PAD}) == sum(k != PAD for k in key):
+                seen.add(key)
+                fresh[j] = True
+        if not fresh.any():
+            continue
+        found_rows.append(new_rows[fresh])
+        found_tmpl.append(new_tmpl[fresh])
+        found_scores.append(score_item_rows(scorer, index, user, new_rows[fresh], stats))
+    return np.concatenate(found_rows), np.concatenate(found_scores), np.concatenate(found_tmpl)
 
 
 def enumerate_candidates(
@@ -351,6 +456,9 @@ def search(
     beam_width: int = DEFAULT_BEAM_WIDTH,
     shortlist: int = DEFAULT_SHORTLIST,
     stats: SearchStats | None = None,
+    refine_pool: int = DEFAULT_REFINE_POOL,
+    refine_top: int = DEFAULT_REFINE_TOP,
+    refine_rounds: int = DEFAULT_REFINE_ROUNDS,
 ) -> list[Recommendation]:
     """The user's k best outfits over the given templates (lists of category ids).
 
@@ -358,37 +466,65 @@ def search(
     fixed items do not fit are skipped. exclude: outfits (item sets) never
     returned, e.g. the user's training outfits. diverse: no item (other than
     the fixed ones) appears in two returned outfits. exact: enumerate every
-    outfit instead of the beam search (small catalogues only).
+    outfit instead of the beam search (small catalogues only). beam_width and
+    shortlist: see `beam_candidates`; refine_*: see `refine` (refine_top is at
+    least k).
     """
     if k < 1:
         raise DataError(f"search: k must be at least 1, got {k}")
     if not templates:
         raise DataError("search: no outfit template to fill")
     stats = stats if stats is not None else SearchStats()
+    exclude = exclude or set()
     width = max(len(t) for t in templates)
+    fixed_set = {int(f) for f in fixed}
     banned: set[int] = set()
     chosen: list[Recommendation] = []
     # a diverse search that runs out of candidates searches again without the items already used
     for _ in range(k if diverse and not exact else 1):
         parts = []
-        for t, template in enumerate(templates):
-            if exact:
+        if exact:
+            for t, template in enumerate(templates):
                 rows, scores = enumerate_candidates(scorer, index, user, template, fixed, stats=stats)
-            else:
+                parts.append((rows, scores, t))
+            rows, scores, tmpl = _merge(parts, width)
+        else:
+            categories = {int(c) for t in templates for c in t}
+            keep = max(shortlist, refine_pool, max(len(t) for t in templates))
+            ranked = rank_items(scorer, index, user, categories, fixed, banned, keep, stats)
+            for t, template in enumerate(templates):
                 rows, scores = beam_candidates(
-                    scorer, index, user, template, fixed, beam_width, shortlist, banned, stats
+                    scorer, index, user, template, ranked, fixed, beam_width, shortlist, stats
                 )
-            parts.append((rows, scores, t))
-        rows, scores, tmpl = _merge(parts, width)
+                parts.append((rows, scores, t))
+            rows, scores, tmpl = _merge(parts, width)
+            if len(rows):
+                taken = exclude | {frozenset(r.items) for r in chosen}
+                rows, scores, tmpl = refine(
+                    scorer,
+                    index,
+                    user,
+                    templates,
+                    ranked,
+                    rows,
+                    scores,
+                    tmpl,
+                    fixed,
+                    max(refine_top, k - len(chosen)),
+                    refine_pool,
+                    refine_rounds,
+                    taken,
+                    stats,
+                )
         if len(rows) == 0:
             break
-        taken = {frozenset(r.items) for r in chosen}
-        used = {i for r in chosen for i in r.items} - {int(f) for f in fixed}
-        more = select(rows, scores, tmpl, k - len(chosen), (exclude or set()) | taken, diverse, fixed, used)
+        taken = exclude | {frozenset(r.items) for r in chosen}
+        used = {i for r in chosen for i in r.items} - fixed_set
+        more = select(rows, scores, tmpl, k - len(chosen), taken, diverse, fixed, used)
         chosen.extend(more)
         if len(chosen) >= k or not diverse:
             break
-        new_banned = banned | {i for r in chosen for i in r.items} - {int(f) for f in fixed}
+        new_banned = banned | {i for r in chosen for i in r.items} - fixed_set
         if new_banned == banned:
             break
         banned = new_banned
