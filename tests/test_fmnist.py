@@ -160,7 +160,8 @@ def test_generation_is_deterministic_by_seed(tmp_path):
     # byte-identical files
     write_fmnist(a, tmp_path / "a", polyvore_u=False)
     write_fmnist(b, tmp_path / "b", polyvore_u=False)
-    for f in ("dataset.npz", "truth.npz", "candidates_valid.npz", "candidates_test.npz", "contact_sheet.png"):
+    files = ("dataset.npz", "truth.npz", "candidates_valid.npz", "candidates_test.npz", "fitb_test.npz")
+    for f in files + ("contact_sheet.png",):
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
 
 
@@ -186,6 +187,9 @@ def test_prepared_folder(tmp_path, tiny):
     for split in ("valid", "test"):
         cands = Candidates.load(out / f"candidates_{split}.npz", loaded.n_users, loaded.catalogue.n_items)
         assert cands.k == 10 and cands.positives.equals(loaded.splits[split])
+    from outfitrec.data.fitb import FitbQuestions
+
+    assert FitbQuestions.load(out / "fitb_valid.npz", loaded.n_users, loaded.catalogue.n_items).n_candidates == 4
     with Image.open(out / "contact_sheet.png") as im:
         assert im.size[0] > 200 and im.size[1] > 200
     # Polyvore-U layout: the top+bottom+shoes outfits, readable by the loader, PNG images

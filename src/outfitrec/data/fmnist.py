@@ -803,12 +803,14 @@ def write_fmnist(
     polyvore_u: bool = True,
     overwrite: bool = False,
 ) -> dict:
-    """Write the prepared folder: dataset.npz, candidates_{valid,test}.npz, truth.npz, contact_sheet.png, polyvore_u/.
+    """Write the prepared folder: dataset.npz, candidates_{valid,test}.npz, fitb_{valid,test}.npz, truth.npz,
+    contact_sheet.png, polyvore_u/.
 
     The Polyvore-U layout has only top / bottom / shoe columns, so it holds the
     top+bottom+shoes outfits (the others are counted as skipped); dataset.npz
     holds them all. Every file is written atomically. Returns a summary.
     """
+    from outfitrec.data.fitb import write_fitb_files
     from outfitrec.data.negatives import write_candidate_files
 
     out = Path(out)
@@ -822,6 +824,7 @@ def write_fmnist(
     data.dataset.save(out / "dataset.npz")
     data.truth.save(out / "truth.npz")
     write_candidate_files(data.dataset, out, k=k, seed=seed)
+    write_fitb_files(data.dataset, out, seed=seed)
     timings["write_npz_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     contact_sheet(data, out / "contact_sheet.png", seed=seed)
