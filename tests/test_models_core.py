@@ -208,3 +208,27 @@ def test_config_rejects_unknown_keys_and_bad_heads():
         ModelConfig(encoder="cnn", colour=True)
     with pytest.raises(ValueError):
         ModelConfig(dim=30, heads=4)
+
+
+def test_cnn_reads_photo_files_of_different_sizes(tiny_dataset, tmp_path):
+    from PIL import Image
+
+    cat = tiny_dataset.catalogue
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(cat.n_items):
+        shape = (30 + i % 3 * 7, 25 + i % 2 * 9, 3)
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    photos = Catalogue(cat.item_category, cat.category_names, image_paths=np.array(paths))
+    model = OutfitModel(
+        ModelConfig(size="student", dim=16, n_anchors=4), tiny_dataset.n_users, cat.n_items, cat.n_categories
+    )
+    model.bind_catalogue(photos)
+    assert model.item_encoder.pixels(torch.tensor([0, 1, 2])).shape == (3, 3, 56, 56)
+    users, items, mask = batch(tiny_dataset, 2)
+    assert torch.isfinite(model.eval()(users, items, mask)).all()
+    (tmp_path / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="0.png"):
+        model.encode_items(torch.tensor([0]))

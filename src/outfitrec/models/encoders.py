@@ -121,15 +121,21 @@ class ConvBackbone(nn.Module):
         return torch.relu(self.fc(x.flatten(1)))
 
 
+def writable_array(array: np.ndarray) -> np.ndarray:
+    """A contiguous, writable array (torch.from_numpy warns on read-only ones, e.g. from Pillow)."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
+
+
 def images_to_tensor(images: np.ndarray, source: str = "catalogue") -> Tensor:
     """uint8 [n, H, W] or [n, H, W, 3] -> uint8 [n, C, side, side]: 28x28 grey kept, others resized to PHOTO_SIDE."""
     images = np.asarray(images)
     if images.dtype != np.uint8:
         raise DataError(f"{source}: images must be uint8, got {images.dtype}")
     if images.ndim == 3:
-        t = torch.from_numpy(np.ascontiguousarray(images))[:, None]
+        t = torch.from_numpy(writable_array(images))[:, None]
     elif images.ndim == 4 and images.shape[-1] == 3:
-        t = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        t = torch.from_numpy(writable_array(images)).permute(0, 3, 1, 2)
     else:
         raise DataError(f"{source}: images must be [n, H, W] or [n, H, W, 3], got shape {images.shape}")
     if t.shape[1] == 1 and t.shape[-2:] == (FMNIST_SIDE, FMNIST_SIDE):
@@ -178,13 +184,18 @@ class CNNEncoder(ItemEncoder):
         self._check_bound()
         if self._lazy is None:
             return self.images[item_ids]
-        ids = item_ids.cpu().numpy()
-        stack = np.stack([self._lazy.load_image(int(i)) for i in ids]) if len(ids) else np.zeros((0, 1, 1, 3))
-        return images_to_tensor(stack.astype(np.uint8), source="catalogue image files").to(item_ids.device)
+        # photos differ in size: bring each to PHOTO_SIDE before stacking
+        photos = [images_to_tensor(self._lazy.load_image(int(i))[None], "catalogue image file") for i in item_ids]
+        if not photos:
+            return torch.zeros(0, 3, PHOTO_SIDE, PHOTO_SIDE, dtype=torch.uint8, device=item_ids.device)
+        return torch.cat(photos).to(item_ids.device)
+
+    def encode_pixels(self, pixels: Tensor) -> Tensor:
+        """uint8 pixels [n, 1 or 3, H, W] (as `pixels` gives them) -> item embeddings [n, d]; scaled to [-1, 1]."""
+        return self.head(self.backbone(pixels.float() / 127.5 - 1.0))
 
     def forward(self, item_ids: Tensor) -> Tensor:
-        x = self.pixels(item_ids).float() / 127.5 - 1.0
-        return self.head(self.backbone(x))
+        return self.encode_pixels(self.pixels(item_ids))
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         return list(self.backbone.parameters())

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from outfitrec.data.outfits import Catalogue, DataError, OutfitDataset, write_text_atomic
+from outfitrec.models.encoders import writable_array
 
 BACKBONE = "efficientnet-lite2"
 INPUT_SIDE = 260  # EfficientNet-Lite2's resolution (its convolutions pad for this size)
@@ -71,7 +72,7 @@ def preprocess(images: np.ndarray) -> torch.Tensor:
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
         raise DataError(f"images must be uint8 [n, H, W] or [n, H, W, 3], got {images.dtype} {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    x = torch.from_numpy(writable_array(images)).float()
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     if x.shape[-2:] != (INPUT_SIDE, INPUT_SIDE):
         x = F.interpolate(x, size=(INPUT_SIDE, INPUT_SIDE), mode="bilinear", antialias=True, align_corners=False)
@@ -96,7 +97,7 @@ def _images(catalogue: Catalogue, start: int, stop: int) -> np.ndarray:
     for j, img in enumerate(imgs):
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=-1)
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        t = torch.from_numpy(writable_array(img)).permute(2, 0, 1)[None].float()
         t = F.interpolate(t, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         out[j] = t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
     return out
