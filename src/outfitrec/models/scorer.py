@@ -27,9 +27,13 @@ class AnchorScorer(nn.Module):
 
     def forward(self, users: Tensor, z: Tensor) -> Tensor:
         wz = F.normalize(self.project(z), dim=-1)  # [B, d]
-        anchors = F.normalize(self.anchors[users], dim=-1)  # [B, K, d]
-        # sum_k cos(wz, a_k) = <wz, sum_k a_k / |a_k|>: one dot product per outfit.
-        return (wz * anchors.sum(dim=1)).sum(dim=-1)
+        # sum_k cos(wz, a_k) = <wz, sum_k a_k / |a_k|>: sum each distinct user's unit anchors once
+        # (a batch of 1 + K candidates repeats every user), then one dot product per outfit.
+        if torch.onnx.is_in_onnx_export():  # plain gather: no Unique op in the exported graph
+            return (wz * F.normalize(self.anchors[users], dim=-1).sum(dim=1)).sum(dim=-1)
+        unique, inverse = torch.unique(users, return_inverse=True)
+        centre = F.normalize(self.anchors[unique], dim=-1).sum(dim=1)  # [U, d]
+        return (wz * centre[inverse]).sum(dim=-1)
 
     def regularizer(self, users: Tensor | None = None) -> Tensor:
         """Mean over users (all, or the given ones) of tr(G) - log det(G + eps I), G = A A^T [K, K]."""
