@@ -211,7 +211,7 @@ def run_data_path(run_dir: str | Path) -> str:
 
     cfg_path = Path(run_dir) / "config.yaml"
     if not cfg_path.is_file():
-        raise DataError(f"{cfg_path}: missing; pass the dataset explicitly")
+        raise DataError(f"{cfg_path}: missing (not a run directory?); pass --data")
     try:
         raw = yaml.safe_load(cfg_path.read_text())
         return str(raw["data"]["path"])

@@ -61,7 +61,9 @@ class DataConfig(_Section):
         "augmentations are derived from (seed, epoch), so a resumed run replays exactly.",
     )
     max_train: int | None = Field(
-        None, ge=1, description="Use only the first N training positives (quick experiments); null: all of them."
+        None,
+        ge=1,
+        description="Use a seeded random subset of N training positives (quick experiments); null: all of them.",
     )
 
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from outfitrec import losses
 from outfitrec.data.augment import CategoryPools, erase_one, replace_one
+from outfitrec.data.negatives import candidates_path
 from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
 from outfitrec.evaluate.protocol import (
     CachedScorer,
@@ -218,8 +219,9 @@ class Trainer:
         self.device = setup_runtime(config)
         self.dataset, self.data_dir = load_dataset(config.data.path)
         train = self.dataset.split("train")
-        if config.data.max_train is not None:
-            train = train.subset(slice(0, config.data.max_train))
+        if config.data.max_train is not None and config.data.max_train < len(train):
+            keep = np.random.default_rng(config.data.seed).choice(len(train), config.data.max_train, replace=False)
+            train = train.subset(np.sort(keep))
         self.train_split = train
         self.model = build_model(config, self.dataset, self.device)
         cl = config.contrastive
@@ -368,7 +370,7 @@ class Trainer:
             if writer is not None and i % cfg.runtime.log_every == 0:
                 for k, v in terms.items():
                     writer.add_scalar(f"train_step/{k}", float(v.detach()), step)
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         record = {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "steps": stats.steps}
         record.update({f"train_{k}": v for k, v in stats.means().items()})
         record.update(self._flag_stats(stats))
@@ -448,6 +450,8 @@ class Trainer:
         out: dict = {"best_epoch": self.best_epoch, "epochs": self.epoch, "name": self.config.name}
         popularity = {}
         for split in ("valid", "test"):
+            if not candidates_path(self.data_dir, split).is_file():
+                continue  # e.g. DiFashion: a validation split only
             m = evaluate_model(model, self.dataset, self.data_dir, split, self.config.runtime.eval_batch_size)
             if "popularity" in m:
                 popularity[split] = m.pop("popularity")
