@@ -83,16 +83,19 @@ async function selectUser(user) {
   state.user = user;
   $("user-select").value = String(user);
   const history = await api(`/api/users/${user}/history`);
+  if (state.user !== user) return; // another user was picked meanwhile
   showOutfits("history", history.outfits.slice(0, 24), false);
   await recommend();
 }
 
 async function recommend() {
-  if (state.user === null) return;
+  const user = state.user;
+  if (user === null) return;
   const k = Math.max(1, Math.min(50, Number($("k-input").value) || 8));
   setStatus("searching…");
   try {
-    const result = await api("/api/recommend", { user: state.user, k, diverse: $("diverse-input").checked });
+    const result = await api("/api/recommend", { user, k, diverse: $("diverse-input").checked });
+    if (state.user !== user) return; // a stale answer for a previously picked user
     showOutfits("recommendations", result.outfits, true);
     $("rec-time").textContent = `(${(result.seconds * 1000).toFixed(0)} ms)`;
     setStatus("");
@@ -144,7 +147,9 @@ async function complete() {
   if (state.user === null || state.picked.length === 0) return;
   setStatus("completing…");
   try {
-    const result = await api("/api/complete", { user: state.user, items: state.picked.map((p) => p.id), k: 5 });
+    const user = state.user;
+    const result = await api("/api/complete", { user, items: state.picked.map((p) => p.id), k: 5 });
+    if (state.user !== user) return;
     showOutfits("completions", result.outfits, true);
     setStatus("");
   } catch (err) {
@@ -168,8 +173,8 @@ async function main() {
       renderPicked();
       showOutfits("completions", [], false);
     });
+    if (state.info.n_users > 0 && state.user === null) await selectUser(0);
     await loadPicker();
-    if (state.info.n_users > 0) await selectUser(0);
   } catch (err) {
     setStatus(err.message, true);
   }
