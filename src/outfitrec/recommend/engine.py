@@ -283,6 +283,10 @@ class Recommender:
                 raise DataError(f"template {t} does not exist (templates are 0..{len(self.templates) - 1})")
         return [self.templates[int(t)] for t in templates]
 
+    def training_outfits(self, user: int) -> set[frozenset[int]]:
+        """The user's training outfits as item sets: what recommendations exclude."""
+        return self._train_sets.get(self.check_user(user), set())
+
     # ------------------------------------------------------------------ answers
     def recommend(
         self,
