@@ -72,3 +72,22 @@ def test_extraction_resumes_after_interruption(backbone, small_catalogue, tmp_pa
     scores = model.eval()(torch.tensor([0, 1]), torch.tensor([[0, 2, 4], [1, 3, 4]]), torch.ones(2, 3, dtype=bool))
     assert scores.shape == (2,) and torch.isfinite(scores).all()
     assert model.parameter_counts()["backbone"] == efficientnet_parameter_count()
+
+
+def test_features_command_resumes(tmp_path):
+    from typer.testing import CliRunner
+
+    from outfitrec.cli import app
+    from outfitrec.data.outfits import DataError
+    from outfitrec.data.synthetic import make_synthetic
+
+    make_synthetic(n_users=2, items_per_category=1, outfits_per_user=3).save(tmp_path / "data" / "dataset.npz")
+    args = ["features", str(tmp_path / "data"), str(tmp_path / "out"), "--chunk-size", "2", "--threads", "1"]
+    first = CliRunner().invoke(app, [*args, "--max-chunks", "1"])
+    assert first.exit_code == 0, first.output
+    assert '"complete": false' in first.output
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0 and '"skipped_chunks": 1' in second.output
+    assert np.load(tmp_path / "out" / "features.npy").shape == (3, FEATURE_DIM)
+    bad = CliRunner().invoke(app, ["features", str(tmp_path / "missing"), str(tmp_path / "o2")])
+    assert isinstance(bad.exception, DataError) and "missing" in str(bad.exception)
