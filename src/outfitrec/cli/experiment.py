@@ -1,9 +1,40 @@
-"""CLI commands: experiment."""
+"""CLI command: `outfitrec experiment NAME` (the paper's experiments, method.md §6)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def experiment_cmd(
+    name: str = typer.Argument(
+        ...,
+        help="main, alpha, threshold, cold, hard, augment, backbone, batch, cost or qualitative.",
+    ),
+    data: Path = typer.Option(Path("datasets/fmnist-default"), "--data", help="Prepared dataset folder."),
+    seeds: int = typer.Option(3, "--seeds", help="Student seeds per variant (0 .. N-1)."),
+    out: Path = typer.Option(None, "--out", help="Results folder (default runs/experiments/<data>-<scale>/NAME)."),
+    scale: str = typer.Option(
+        "quick", "--scale", help="quick (sized for a small CPU), full (all data, more epochs), smoke (tests)."
+    ),
+    runs: Path = typer.Option(
+        None,
+        "--runs",
+        help="Run directories, shared by experiments (default runs/experiments/<data>-<scale>/runs).",
+    ),
+) -> None:
+    """Train (or reuse) an experiment's runs; write CSV, a Markdown table and plots into the results folder."""
+    from outfitrec.experiments.core import main_argv, run_experiment
+
+    paths = run_experiment(name, data, seeds, out, scale, runs, command=main_argv())
+    for key, path in paths.items():
+        typer.echo(f"{key}: {path}")
+    table = paths.get("table")
+    if table is not None and Path(table).is_file():
+        typer.echo(Path(table).read_text())
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.command("experiment")(experiment_cmd)

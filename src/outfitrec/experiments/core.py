@@ -1,0 +1,177 @@
+"""`run_experiment(NAME, ...)`: train (or reuse) an experiment's runs and write its results folder.
+
+Results folder (`--out`): `runs.csv` (one row per run), `summary.csv` (one row
+per variant: mean, std, paired differences), `table.md` (the Markdown table
+with the command that reproduces it), `NAME.png` (bar chart or sweep plot),
+`log.txt` (which runs were trained, reused or resumed). The qualitative and
+cost experiments write their figures / tables instead. Run directories live
+under `--runs` (default: beside the results), shared by every experiment on
+the same dataset and scale, so later experiments reuse earlier runs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from outfitrec.data.outfits import DataError, write_text_atomic
+from outfitrec.experiments import definitions
+from outfitrec.experiments.report import to_csv, write_results
+from outfitrec.experiments.runner import Lab, Variant
+
+EXPERIMENTS = (
+    "main",
+    "alpha",
+    "threshold",
+    "cold",
+    "hard",
+    "augment",
+    "backbone",
+    "batch",
+    "cost",
+    "qualitative",
+)
+
+TITLES = {
+    "main": "Main comparison: teacher, plain student, KD baselines, FND, CL and combinations",
+    "alpha": "FND alpha sweep (soft and hard offsets, both signs)",
+    "threshold": "FND threshold aggregate r_u (mean, min, quantiles)",
+    "cold": "Cold users: 1 and 5 training outfits per user",
+    "hard": "Half random, half hard negatives",
+    "augment": "Contrastive learning: augmentation ablation",
+    "backbone": "Backbone size and embedding size",
+    "batch": "Batch size",
+}
+
+
+def default_dirs(data: str | Path, scale: str) -> tuple[Path, Path]:
+    """(results root, runs root) for a dataset and scale: runs/experiments/<data name>-<scale>/."""
+    name = Path(data).name if Path(data).is_dir() else Path(data).parent.name
+    root = Path("runs") / "experiments" / f"{name}-{scale}"
+    return root, root / "runs"
+
+
+def run_experiment(
+    name: str,
+    data: str | Path,
+    seeds: int = 3,
+    out: str | Path | None = None,
+    scale: str = "quick",
+    runs: str | Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict[str, Path]:
+    """Run experiment `name` on a prepared dataset; returns the paths of the files it wrote."""
+    if name not in EXPERIMENTS:
+        raise DataError(f"experiment: unknown name {name!r} (expected one of {', '.join(EXPERIMENTS)})")
+    from outfitrec.experiments.scales import SCALES
+
+    if scale not in SCALES:
+        raise DataError(f"experiment: unknown scale {scale!r} (expected one of {', '.join(SCALES)})")
+    if seeds < 1:
+        raise DataError(f"experiment: --seeds must be at least 1, got {seeds}")
+    root, runs_default = default_dirs(data, scale)
+    out = Path(out) if out is not None else root / name
+    lab = Lab(data, runs if runs is not None else runs_default, scale, progress=False)
+    command = command or " ".join(
+        shlex.quote(a)
+        for a in ["outfitrec", "experiment", name, "--data", str(data), "--seeds", str(seeds), "--scale", scale]
+    )
+    seed_list = list(range(seeds))
+    if name == "cost":
+        paths = _cost(lab, out, command)
+    elif name == "qualitative":
+        paths = _qualitative(lab, out, command)
+    else:
+        variants = _variants(name, lab, scale)
+        results = lab.run_all(variants, seed_list)
+        notes = _notes(name, lab, scale)
+        paths = write_results(out, name, results, TITLES[name], command, notes)
+    write_text_atomic(out / "log.txt", "\n".join(lab.log) + "\n")
+    paths["log"] = out / "log.txt"
+    return paths
+
+
+def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:
+    if name == "cold":
+        cold_dirs = {n: str(lab.derived_folder(f"cold{n}", n)) for n in (1, 5)}
+        epochs = 2 if scale == "smoke" else 12
+        for path in cold_dirs.values():
+            lab.teacher_overrides[path] = {"optim": {"epochs": epochs, "patience": 3}}
+        return definitions.cold_variants(scale, cold_dirs)
+    return definitions.TRAINING_EXPERIMENTS[name](scale)
+
+
+def _notes(name: str, lab: Lab, scale: str) -> str:
+    from outfitrec.experiments.scales import DISTILL, per_user_cap
+
+    cap = per_user_cap(lab.kind, scale)
+    parts = [
+        f"Dataset {lab.data} (item encoder: {'CNN on images' if lab.kind == 'images' else 'id + category'}), "
+        f"scale {scale!r}"
+        + (
+            f": every run trains on at most {cap} training outfits per user (all users kept; "
+            "valid/test candidates unchanged)."
+            if cap
+            else "."
+        ),
+        "The teacher is one run (seed 0) shared by every student seed; its row's Δ compares it with each student seed.",
+        f"FND: soft offsets, alpha = {DISTILL[scale]['alpha']}, threshold r_u = mean of the teacher's scores of "
+        "the user's training positives, unless the variant says otherwise. FN flagged / precision / recall: "
+        "the last epoch's share of sampled negatives the teacher flags, and those flags against the oracle's "
+        "true false negatives (Fashion-MNIST only).",
+    ]
+    return "\n".join(f"- {p}" for p in parts)
+
+
+def _cost(lab: Lab, out: Path, command: str) -> dict[str, Path]:
+    from outfitrec.experiments.cost import cost_markdown, cost_table
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = cost_table(lab)
+    paths = {"csv": out / "cost.csv", "table": out / "table.md"}
+    write_text_atomic(paths["csv"], to_csv(rows))
+    md = [
+        "# Parameters, memory and latency: teacher vs student",
+        "",
+        "Freshly built models of the experiment's configs, eval mode, one CPU thread, median of 5 repeats. "
+        "param_mb: float32 parameters; item_activation_mb: the largest activation of encoding one batch of items.",
+        "",
+        cost_markdown(rows),
+        "Reproduce:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    write_text_atomic(paths["table"], "\n".join(md))
+    return paths
+
+
+def _qualitative(lab: Lab, out: Path, command: str) -> dict[str, Path]:
+    """Teacher and plain / best distilled student (seed 0 runs, trained if missing): space and top outfits."""
+    from outfitrec.evaluate.protocol import load_dataset, load_run_model
+    from outfitrec.experiments.qualitative import space_figure, top_outfits_figure
+    from outfitrec.experiments.report import primary_split, run_rows
+
+    variants = [v for v in definitions.main_variants(lab.scale) if v.name in ("teacher", "student", "fnd+kd")]
+    results = lab.run_all(variants, [0])
+    dataset, folder = load_dataset(lab.train_data())
+    models = {r.variant.name: load_run_model(r.run_dir, dataset) for r in results}
+    split = primary_split(results)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "space": space_figure(models, dataset, folder, split, out / "user_space.png"),
+        "top": top_outfits_figure(models, dataset, folder, split, out / "top_outfits.png"),
+    }
+    paths["runs"] = out / "runs.csv"
+    write_text_atomic(paths["runs"], to_csv(run_rows(results)))
+    write_text_atomic(out / "README.md", f"Qualitative figures ({split} split). Reproduce:\n\n```\n{command}\n```\n")
+    return paths
+
+
+def main_argv() -> str:
+    """The command line of this process (for the 'Reproduce' lines)."""
+    return " ".join(shlex.quote(a) for a in ["outfitrec", *sys.argv[1:]])

@@ -1,0 +1,206 @@
+"""The paper's experiments (method.md §6) as lists of variants over the shared training loop.
+
+Each function returns the variants of one experiment for a scale; the
+distillation settings (FND alpha, teacher pool) come from `scales.DISTILL`.
+Every student variant of an experiment is paired with a baseline variant
+trained with the same seed (same initialisation, same negatives).
+"""
+
+from __future__ import annotations
+
+from outfitrec.experiments.runner import Variant
+from outfitrec.experiments.scales import DISTILL
+
+CL = {"contrastive": {"enabled": True, "weight": 0.1, "temperature": 0.2, "augmentations": "both", "scope": "within"}}
+
+
+def _fnd(alpha: float, variant: str = "soft", threshold: str = "mean") -> dict:
+    return {"loss": {"kind": "fnd", "alpha": alpha, "variant": variant, "threshold": threshold}}
+
+
+def _merge(*parts: dict) -> dict:
+    from outfitrec.experiments.runner import deep_merge
+
+    out: dict = {}
+    for p in parts:
+        out = deep_merge(out, p)
+    return out
+
+
+def main_variants(scale: str) -> list[Variant]:
+    """Teacher, student, KD baselines, FND, CL, their combinations, and the teacher-pool variant."""
+    alpha, pool = DISTILL[scale]["alpha"], DISTILL[scale]["pool"]
+    fnd = _fnd(alpha)
+    return [
+        Variant("teacher", role="teacher", baseline="student", note="shared teacher, one run (seed 0)"),
+        Variant("student", baseline=None, note="plain student, L_rec"),
+        Variant("kd", {"loss": {"kind": "kd"}}, uses_teacher=True, note="+ KL over the 1+K candidates"),
+        Variant("mse", {"loss": {"kind": "mse"}}, uses_teacher=True, note="+ score regression"),
+        Variant("rd", {"loss": {"kind": "rd"}}, uses_teacher=True, note="+ ranking distillation"),
+        Variant("fnd", fnd, uses_teacher=True, note=f"FND soft alpha={alpha}"),
+        Variant("fnd+kd", _merge(fnd, {"loss": {"kind": "fnd+kd"}}), uses_teacher=True, note="FND + KL"),
+        Variant("cl", CL, note="+ contrastive (erase/replace, within 1+K)"),
+        Variant("fnd+cl", _merge(fnd, CL), uses_teacher=True, note="FND + contrastive"),
+        Variant("fnd+kd+cl", _merge(fnd, {"loss": {"kind": "fnd+kd"}}, CL), uses_teacher=True, note="all combined"),
+        Variant(
+            f"kd-pool{pool}",
+            {"loss": {"kind": "kd", "teacher_pool": pool}},
+            uses_teacher=True,
+            note=f"beyond the paper: KD over 1+{pool} teacher-scored candidates",
+        ),
+    ]
+
+
+def alpha_variants(scale: str) -> list[Variant]:
+    """FND alpha of both signs, soft and hard offsets (alpha = 0 is the plain student, exactly L_rec)."""
+    out = [Variant("student", baseline=None, group="soft", x=0.0, note="alpha = 0 (identical to L_rec)")]
+    for a in (-2.0, -1.0, -0.5, 0.5, 1.0):
+        out.append(Variant(f"fnd-soft{a:+g}", _fnd(a, "soft"), uses_teacher=True, group="soft", x=a))
+    for a in (-1.0, -0.25, 0.25, 1.0):
+        out.append(Variant(f"fnd-hard{a:+g}", _fnd(a, "hard"), uses_teacher=True, group="hard", x=a))
+    return out
+
+
+def threshold_variants(scale: str) -> list[Variant]:
+    """The aggregate of the teacher's scores of a user's positives giving r_u, at the main table's alpha."""
+    alpha = DISTILL[scale]["alpha"]
+    out = [Variant("student", baseline=None)]
+    for agg in ("mean", "min", "q0.25", "median", "q0.75"):
+        name = "fnd" if agg == "mean" else f"fnd-{agg}"
+        out.append(Variant(name, _fnd(alpha, threshold=agg), uses_teacher=True, group="threshold", x=agg))
+    return out
+
+
+def augment_variants(scale: str) -> list[Variant]:
+    """Contrastive learning with each augmentation choice (none = two copies, only dropout differs)."""
+    out = [Variant("student", baseline=None)]
+    for aug in ("none", "erase", "replace", "both"):
+        cl = _merge(CL, {"contrastive": {"augmentations": aug}})
+        out.append(Variant("cl" if aug == "both" else f"cl-{aug}", cl, group="augment", x=aug))
+    return out
+
+
+def backbone_variants(scale: str) -> list[Variant]:
+    """Backbone size (student / teacher presets) and embedding size, plain and distilled."""
+    fnd_kd = _merge(_fnd(DISTILL[scale]["alpha"]), {"loss": {"kind": "fnd+kd"}})
+    return [
+        Variant("student", baseline=None, group="size", x="student"),
+        Variant("teacher-size", {"model": {"size": "teacher"}}, group="size", x="teacher"),
+        Variant("student-d32", {"model": {"dim": 32}}, group="dim", x=32),
+        Variant("student-d128", {"model": {"dim": 128}}, group="dim", x=128),
+        Variant("fnd+kd", fnd_kd, uses_teacher=True, group="size", x="student+fnd+kd"),
+        Variant(
+            "teacher-size+fnd+kd",
+            _merge(fnd_kd, {"model": {"size": "teacher"}}),
+            uses_teacher=True,
+            baseline="teacher-size",
+            group="size",
+            x="teacher+fnd+kd",
+        ),
+    ]
+
+
+def batch_variants(scale: str) -> list[Variant]:
+    """Batch size, plain and FND + KD (each paired with the plain student of its batch size)."""
+    fnd_kd = _merge(_fnd(DISTILL[scale]["alpha"]), {"loss": {"kind": "fnd+kd"}})
+    out = []
+    for b in (32, 64, 128):
+        plain = "student" if b == 64 else f"student-b{b}"
+        batch = {} if b == 64 else {"data": {"batch_size": b}}
+        out.append(Variant(plain, batch, baseline=None if b == 64 else "student", group="plain", x=b))
+        out.append(
+            Variant(
+                "fnd+kd" if b == 64 else f"fnd+kd-b{b}",
+                _merge(fnd_kd, batch),
+                uses_teacher=True,
+                baseline=plain,
+                group="fnd+kd",
+                x=b,
+            )
+        )
+    return out
+
+
+def hard_variants(scale: str) -> list[Variant]:
+    """Half random, half hard negatives (other users' positives), plain and distilled."""
+    hard = {"data": {"hard_share": 0.5}}
+    alpha = DISTILL[scale]["alpha"]
+    return [
+        Variant("student", baseline=None, group="random", x="student"),
+        Variant("student-hard", hard, baseline="student", group="hard", x="student"),
+        Variant(
+            "kd-hard",
+            _merge(hard, {"loss": {"kind": "kd"}}),
+            uses_teacher=True,
+            baseline="student-hard",
+            group="hard",
+            x="kd",
+        ),
+        Variant(
+            "fnd-hard", _merge(hard, _fnd(alpha)), uses_teacher=True, baseline="student-hard", group="hard", x="fnd"
+        ),
+        Variant(
+            "fnd+kd-hard",
+            _merge(hard, _fnd(alpha), {"loss": {"kind": "fnd+kd"}}),
+            uses_teacher=True,
+            baseline="student-hard",
+            group="hard",
+            x="fnd+kd",
+        ),
+    ]
+
+
+def cold_variants(scale: str, cold_dirs: dict[int, str]) -> list[Variant]:
+    """Cold users (N training outfits each): teacher (trained on the cold split), plain and distilled students.
+
+    A cold run keeps every training outfit of the cold split (no max_train
+    subset) and trains longer: the split is small, so epochs are cheap.
+    """
+    alpha = DISTILL[scale]["alpha"]
+    out = []
+    for n, path in sorted(cold_dirs.items()):
+        long = {"data": {"max_train": None}, "optim": {"epochs": 12 if scale != "smoke" else 2, "patience": 3}}
+        base = f"student-cold{n}"
+        out += [
+            Variant(f"teacher-cold{n}", role="teacher", data=path, baseline=base, group=f"cold{n}", x="teacher"),
+            Variant(base, long, data=path, baseline=None, group=f"cold{n}", x="student"),
+            Variant(
+                f"kd-cold{n}",
+                _merge(long, {"loss": {"kind": "kd"}}),
+                uses_teacher=True,
+                data=path,
+                baseline=base,
+                group=f"cold{n}",
+                x="kd",
+            ),
+            Variant(
+                f"fnd-cold{n}",
+                _merge(long, _fnd(alpha)),
+                uses_teacher=True,
+                data=path,
+                baseline=base,
+                group=f"cold{n}",
+                x="fnd",
+            ),
+            Variant(
+                f"fnd+kd-cold{n}",
+                _merge(long, _fnd(alpha), {"loss": {"kind": "fnd+kd"}}),
+                uses_teacher=True,
+                data=path,
+                baseline=base,
+                group=f"cold{n}",
+                x="fnd+kd",
+            ),
+        ]
+    return out
+
+
+TRAINING_EXPERIMENTS = {
+    "main": main_variants,
+    "alpha": alpha_variants,
+    "threshold": threshold_variants,
+    "augment": augment_variants,
+    "backbone": backbone_variants,
+    "batch": batch_variants,
+    "hard": hard_variants,
+}

@@ -1,0 +1,262 @@
+"""Tables and plots of an experiment: per-run CSV, per-variant summary (mean, std, paired differences).
+
+Paired differences: for every seed, a variant's metric minus its baseline's
+(the plain student unless the variant names another) trained with the same
+seed, hence the same initialisation and the same sampled negatives; the table
+reports the mean and the standard deviation (ddof=1) of those differences
+over seeds. A difference whose mean exceeds its std (and the seed-to-seed std
+of the baseline itself) is more than seed noise; one within it is not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from outfitrec.data.outfits import write_text_atomic
+from outfitrec.experiments.runner import RunResult
+
+METRICS = ("auc", "ndcg", "ndcg@10", "fitb")
+FLAG_KEYS = ("fn_flagged_share", "fn_precision", "fn_recall", "fn_true_share")
+
+
+def primary_split(results: list[RunResult]) -> str:
+    """'test' when every run has test metrics, else 'valid' (DiFashion has no test split)."""
+    return "test" if results and all(isinstance(r.metrics.get("test"), dict) for r in results) else "valid"
+
+
+def run_rows(results: list[RunResult]) -> list[dict]:
+    """One flat row per run: variant, seed, metrics of every split, flags of the last epoch, time, parameters."""
+    rows = []
+    for r in results:
+        row: dict = {
+            "variant": r.variant.name,
+            "role": r.variant.role,
+            "group": r.variant.group,
+            "x": "" if r.variant.x is None else r.variant.x,
+            "seed": r.seed,
+            "baseline": r.variant.baseline or "",
+        }
+        for split in ("valid", "test"):
+            m = r.metrics.get(split)
+            for key in METRICS:
+                row[f"{split}_{key}"] = m.get(key) if isinstance(m, dict) else None
+        last = r.history[-1] if r.history else {}
+        for key in FLAG_KEYS:
+            row[key] = last.get(key)
+        params = r.metrics.get("parameters", {})
+        row["backbone_params"] = params.get("backbone")
+        row["total_params"] = params.get("total")
+        row["best_epoch"] = r.metrics.get("best_epoch")
+        row["epochs"] = r.metrics.get("epochs")
+        row["train_seconds"] = round(r.seconds, 1)
+        row["run_dir"] = str(r.run_dir)
+        rows.append(row)
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return float("nan"), float("nan")
+    arr = np.asarray(vals, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
+
+
+def summarize(results: list[RunResult], split: str) -> list[dict]:
+    """One row per variant (in first-seen order): n, mean/std of each metric, paired differences vs baseline."""
+    by_variant: dict[str, list[RunResult]] = {}
+    for r in results:
+        by_variant.setdefault(r.variant.name, []).append(r)
+    rows = []
+    for name, runs in by_variant.items():
+        v = runs[0].variant
+        row: dict = {"variant": name, "group": v.group, "x": "" if v.x is None else v.x, "n": len(runs), "note": v.note}
+        for key in METRICS:
+            vals = [r.metrics.get(split, {}).get(key) for r in runs]
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
+        base = by_variant.get(v.baseline) if v.baseline else None
+        for key in ("auc", "ndcg"):
+            diffs = []
+            if base:
+                base_by_seed = {b.seed: b.metrics.get(split, {}).get(key) for b in base}
+                for r in runs:
+                    ours = r.metrics.get(split, {}).get(key)
+                    # the shared teacher (one run) is compared with every baseline seed
+                    pairs = base_by_seed.values() if v.role == "teacher" else [base_by_seed.get(r.seed)]
+                    diffs += [ours - b for b in pairs if b is not None and ours is not None]
+            row[f"d_{key}_mean"], row[f"d_{key}_std"] = _mean_std(diffs)
+            row[f"d_{key}_n"] = len(diffs)
+        row["baseline"] = v.baseline or ""
+        for key in ("fn_flagged_share", "fn_precision", "fn_recall"):
+            vals = [r.history[-1].get(key) for r in runs if r.history]
+            row[key] = _mean_std(vals)[0]
+        params = runs[0].metrics.get("parameters", {})
+        row["backbone_params"] = params.get("backbone")
+        row["train_seconds"] = _mean_std([r.seconds for r in runs])[0]
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict]) -> str:
+    """Rows (dicts) as CSV text; the header is the union of keys in first-seen order."""
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in keys})
+    return buf.getvalue()
+
+
+def _csv_value(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return "" if v is None else v
+
+
+def _pm(mean: float, std: float, digits: int = 4, signed: bool = False) -> str:
+    if mean is None or math.isnan(mean):
+        return "-"
+    fmt = f"{{:+.{digits}f}}" if signed else f"{{:.{digits}f}}"
+    if std is None or math.isnan(std):
+        return fmt.format(mean)
+    return f"{fmt.format(mean)} ± {std:.{digits}f}"
+
+
+def markdown_table(summary: list[dict], split: str) -> str:
+    """The summary as a Markdown table: metric mean ± std over seeds, paired differences ± their std."""
+    head = [
+        "variant",
+        "n",
+        f"{split} AUC",
+        f"{split} NDCG",
+        "Δ AUC (paired)",
+        "Δ NDCG (paired)",
+        "vs",
+        "FN flagged",
+        "flag precision",
+        "flag recall",
+        "backbone params",
+        "train s",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "| --- | ---: |" + " ---: |" * (len(head) - 3) + " --- |"]
+    lines[1] = "|" + "|".join([" --- ", " ---: "] + [" ---: "] * 4 + [" --- "] + [" ---: "] * 5) + "|"
+    for row in summary:
+        cells = [
+            row["variant"],
+            str(row["n"]),
+            _pm(row["auc_mean"], row["auc_std"]),
+            _pm(row["ndcg_mean"], row["ndcg_std"]),
+            _pm(row["d_auc_mean"], row["d_auc_std"], signed=True),
+            _pm(row["d_ndcg_mean"], row["d_ndcg_std"], signed=True),
+            row["baseline"] or "-",
+            _fmt(row.get("fn_flagged_share"), 3),
+            _fmt(row.get("fn_precision"), 3),
+            _fmt(row.get("fn_recall"), 3),
+            "-" if row.get("backbone_params") is None else f"{row['backbone_params']:,}",
+            _fmt(row.get("train_seconds"), 0),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(v, digits: int) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def write_results(
+    out: Path, name: str, results: list[RunResult], title: str, commands: str, notes: str = ""
+) -> dict[str, Path]:
+    """runs.csv, summary.csv, table.md (+ a bar or sweep plot) for one experiment into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    split = primary_split(results)
+    rows = run_rows(results)
+    summary = summarize(results, split)
+    paths = {"runs": out / "runs.csv", "summary": out / "summary.csv", "table": out / "table.md"}
+    write_text_atomic(paths["runs"], to_csv(rows))
+    write_text_atomic(paths["summary"], to_csv(summary))
+    seeds = sorted({r.seed for r in results if r.variant.role != "teacher"})
+    md = [
+        f"# {title}",
+        "",
+        f"Metric split: **{split}**; mean ± std over seeds {seeds}; Δ = paired difference (same seed, same "
+        "negatives) against the variant in column *vs*, mean ± std over seeds.",
+        "",
+        markdown_table(summary, split),
+    ]
+    if notes:
+        md += [notes, ""]
+    md += ["Reproduce:", "", "```", commands, "```", ""]
+    write_text_atomic(paths["table"], "\n".join(md))
+    plot = out / f"{name}.png"
+    if plot_summary(summary, plot, title, split):
+        paths["plot"] = plot
+    return paths
+
+
+def plot_summary(summary: list[dict], path: Path, title: str, split: str) -> bool:
+    """A sweep plot (Δ AUC against x per group) when the rows have numeric x, else a bar chart of AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    numeric = [r for r in summary if isinstance(r["x"], int | float) and not isinstance(r["x"], bool)]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if len(numeric) >= 3:
+        groups: dict[str, list[dict]] = {}
+        for r in numeric:
+            groups.setdefault(r["group"] or "all", []).append(r)
+        base_zero = [r for r in numeric if not r["baseline"]]
+        for g, rs in groups.items():
+            rs = sorted(rs + [b for b in base_zero if b not in rs], key=lambda r: r["x"])
+            xs = [r["x"] for r in rs]
+            ys = [0.0 if not r["baseline"] else r["d_auc_mean"] for r in rs]
+            es = [0.0 if not r["baseline"] or math.isnan(r["d_auc_std"]) else r["d_auc_std"] for r in rs]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=g)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_ylabel(f"Δ {split} AUC vs baseline (paired)")
+        ax.set_xlabel("x")
+        ax.legend()
+    else:
+        names = [r["variant"] for r in summary]
+        means = np.array([r["auc_mean"] for r in summary], dtype=float)
+        stds = np.nan_to_num(np.array([r["auc_std"] for r in summary], dtype=float))
+        ax.bar(range(len(names)), means, yerr=stds, capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        finite = means[np.isfinite(means)]
+        if len(finite):
+            lo, hi = float(finite.min()), float(finite.max())
+            pad = max(0.01, (hi - lo) * 0.5)
+            ax.set_ylim(lo - pad, hi + pad)
+        ax.set_ylabel(f"{split} AUC (mean ± std over seeds)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    _save_fig(fig, path)
+    plt.close(fig)
+    return True
+
+
+def _save_fig(fig, path: Path) -> None:
+    """Save a figure through a temporary file and a rename (never a half-written PNG)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,233 @@
+"""Running many training runs for one experiment: configs, shared run directories, reuse, resume.
+
+An experiment is a list of `Variant`s (a name plus config overrides) trained
+for several seeds. Every run goes through the one training loop
+(`outfitrec.train.loop.train`); what this module adds is bookkeeping:
+
+- Run directories are named `<variant>-s<seed>-<hash>`, where the hash covers
+  the resolved RunConfig (without its free-form name and runtime section).
+  Two experiments that need the same run (the plain student of the main table
+  is also alpha = 0 of the sweep) therefore share one directory, and a
+  changed setting never silently reuses a stale run.
+- A run with a `metrics.json` is read back, not retrained; one killed midway
+  (`config.yaml` but no `metrics.json`) is resumed from its `last/` state. An
+  interrupted experiment re-run with the same command picks up where it
+  stopped.
+- The teacher is trained once per dataset (seed 0) and shared by every
+  student seed: distillation variants differ from the plain student only in
+  their loss, and the plain student of the same seed sees the same negatives
+  (train/batches.py derives them from (seed, epoch)), so per-seed paired
+  differences are fair.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from outfitrec.data.outfits import DataError
+from outfitrec.experiments.scales import base_config, dataset_kind, per_user_cap
+from outfitrec.train.config import RunConfig, config_from_dict
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an experiment's table: a name and what it changes in the student's config.
+
+    overrides: nested dict merged into the base student config (e.g.
+    {"loss": {"kind": "fnd", "alpha": -0.5}}). uses_teacher: fill loss.teacher
+    with the shared teacher run. baseline: the variant whose same-seed run the
+    paired differences are taken against (None: no differences). group / x:
+    where the row sits in a sweep plot (e.g. group "soft", x = alpha).
+    role: "student" (a seed per run) or "teacher" (the shared teacher, one run).
+    data: another prepared dataset folder for this variant (cold users), with
+    its own teacher.
+    """
+
+    name: str
+    overrides: dict = field(default_factory=dict)
+    uses_teacher: bool = False
+    baseline: str | None = "student"
+    group: str = ""
+    x: float | str | None = None
+    role: str = "student"
+    data: str | None = None
+    note: str = ""
+
+
+@dataclass
+class RunResult:
+    """A finished run: its directory, variant, seed, final metrics and epoch history."""
+
+    variant: Variant
+    seed: int
+    run_dir: Path
+    metrics: dict
+    history: list[dict]
+    seconds: float
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """A copy of `base` with `extra` merged in, nested dicts merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def config_hash(config: RunConfig) -> str:
+    """8 hex digits identifying what a run computes (name and runtime settings excluded)."""
+    dump = config.model_dump(mode="json")
+    dump.pop("name", None)
+    dump.pop("runtime", None)
+    return hashlib.sha1(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+class Lab:
+    """Builds configs for one dataset and scale, trains or reuses runs under `runs_root`."""
+
+    def __init__(self, data: str | Path, runs_root: str | Path, scale: str, progress: bool = False) -> None:
+        self.data = str(data)
+        self.runs_root = Path(runs_root)
+        self.scale = scale
+        self.progress = progress
+        self.kind = dataset_kind(self.data)
+        self._teachers: dict[str, Path] = {}
+        self.teacher_overrides: dict[str, dict] = {}  # per dataset path: e.g. more epochs on a cold split
+        self.log: list[str] = []
+        self._train_data: str | None = None
+
+    def train_data(self) -> str:
+        """The prepared folder runs train on: the dataset itself, or (scale with a per-user cap) a subset of it.
+
+        The cap keeps every user but at most N training outfits each (data/cold.py); validation and test
+        candidates are the original ones, so metrics stay comparable. Written once under runs_root/data/.
+        """
+        if self._train_data is None:
+            cap = per_user_cap(self.kind, self.scale)
+            if cap is None:
+                self._train_data = self.data
+            else:
+                self._train_data = str(self.derived_folder(f"train{cap}", cap))
+        return self._train_data
+
+    def derived_folder(self, label: str, n: int) -> Path:
+        """A prepared folder keeping at most n training outfits per user of the source data (made once)."""
+        from outfitrec.data.cold import write_cold_folder
+        from outfitrec.evaluate.protocol import resolve_data
+
+        folder, _ = resolve_data(self.data)
+        out = self.runs_root / "data" / f"{_safe(folder.name)}-{label}"
+        if not (out / "dataset.npz").is_file():
+            write_cold_folder(folder, out, n, seed=0, overwrite=True)
+        return out
+
+    # ------------------------------------------------------------------ configs
+
+    def config(self, role: str, overrides: dict, seed: int, name: str, data: str | None = None) -> RunConfig:
+        """The resolved RunConfig of one run: the scale's base for `role`, the overrides, the seed."""
+        raw = base_config(self.kind, role, self.scale, data or self.train_data())
+        raw = deep_merge(raw, overrides)
+        raw["name"] = name
+        raw["role"] = role
+        raw.setdefault("data", {})["seed"] = seed
+        raw.setdefault("runtime", {})["progress"] = self.progress
+        return config_from_dict(raw, source=f"experiment variant {name!r}")
+
+    def teacher_dir(self, data: str | None = None) -> Path:
+        """The shared teacher run of a dataset (trained on first use, seed 0)."""
+        data = data or self.train_data()
+        if data not in self._teachers:
+            cfg = self.config("teacher", self.teacher_overrides.get(data, {}), 0, "teacher", data)
+            result = self.run_config(cfg, "teacher")
+            self._teachers[data] = result[0]
+        return self._teachers[data]
+
+    def variant_config(self, variant: Variant, seed: int) -> RunConfig:
+        """The RunConfig of a variant's run for one seed (teacher path filled in when it distils)."""
+        overrides = variant.overrides
+        if variant.uses_teacher:
+            overrides = deep_merge(overrides, {"loss": {"teacher": str(self.teacher_dir(variant.data))}})
+        role = "teacher" if variant.role == "teacher" else "student"
+        return self.config(role, overrides, seed, variant.name, variant.data)
+
+    # ------------------------------------------------------------------ running
+
+    def run_config(self, config: RunConfig, label: str) -> tuple[Path, dict, list[dict], float]:
+        """Train (or reuse / resume) the run of `config`; returns (run_dir, metrics, history, seconds)."""
+        from outfitrec.train.loop import train
+
+        run_dir = self.runs_root / f"{_safe(label)}-s{config.data.seed}-{config_hash(config)}"
+        metrics_path = run_dir / "metrics.json"
+        start = time.perf_counter()
+        status = "reused"
+        if not metrics_path.is_file():
+            resume = (run_dir / "config.yaml").is_file()
+            status = "resumed" if resume else "trained"
+            train(None if resume else config, run_dir, resume=resume)
+        metrics = _read_json(metrics_path)
+        history = _read_json(run_dir / "history.json") if (run_dir / "history.json").is_file() else []
+        train_seconds = float(sum(h.get("seconds", 0.0) for h in history))
+        line = (
+            f"{status:8s} {label:28s} seed={config.data.seed} "
+            f"auc={_auc(metrics):.4f} train_s={train_seconds:.0f} wall_s={time.perf_counter() - start:.0f} {run_dir}"
+        )
+        self.log.append(line)
+        print(line, flush=True)
+        return run_dir, metrics, history, train_seconds
+
+    def run_variant(self, variant: Variant, seed: int) -> RunResult:
+        """The run of one variant and seed (the teacher variant ignores the seed: it is the shared teacher)."""
+        if variant.role == "teacher" and not variant.overrides:
+            run_dir = self.teacher_dir(variant.data)
+            metrics = _read_json(run_dir / "metrics.json")
+            history = _read_json(run_dir / "history.json")
+            seconds = float(sum(h.get("seconds", 0.0) for h in history))
+            return RunResult(variant, 0, run_dir, metrics, history, seconds)
+        config = self.variant_config(variant, seed)
+        run_dir, metrics, history, seconds = self.run_config(config, variant.name)
+        return RunResult(variant, seed, run_dir, metrics, history, seconds)
+
+    def run_all(self, variants: list[Variant], seeds: list[int]) -> list[RunResult]:
+        """Every (variant, seed) run, seed-major so that a partial experiment already has whole seeds."""
+        from tqdm.auto import tqdm
+
+        jobs = []
+        for seed in seeds:
+            for v in variants:
+                if v.role == "teacher" and not v.overrides:
+                    if seed == seeds[0]:
+                        jobs.append((v, seed))
+                else:
+                    jobs.append((v, seed))
+        results = []
+        for v, seed in tqdm(jobs, desc="runs", disable=None if self.progress else True):
+            results.append(self.run_variant(v, seed))
+        return results
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read run output ({exc})") from None
+
+
+def _auc(metrics: dict) -> float:
+    for split in ("test", "valid"):
+        m = metrics.get(split)
+        if isinstance(m, dict) and "auc" in m:
+            return float(m["auc"])
+    return float("nan")

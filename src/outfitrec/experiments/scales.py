@@ -1,0 +1,132 @@
+"""Base run configurations per dataset kind and scale (how much compute an experiment spends).
+
+Scales:
+- `smoke`: seconds per run on the tiny synthetic data of the tests; checks the
+  pipeline, measures nothing.
+- `quick`: sized for a shared 2-core CPU: the student trains on a subset of the
+  training positives for a few epochs with a bounded item pool per step
+  (data.step_pool), so one run takes well under a minute on Fashion-MNIST
+  default; the teacher sees every training positive for more epochs. The main
+  table (10 variants x 3 seeds) then fits in about 20-30 minutes.
+- `full`: every training positive, more epochs, early stopping does the rest.
+
+Dataset kinds: `images` (a catalogue with item images: the CNN encoders,
+teacher-size backbone vs the student one, <1/20 of its parameters) and `ids`
+(no item content, e.g. DiFashion Polyvore: id + category embeddings, wide for
+the teacher, narrow for the student).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from outfitrec.data.outfits import DataError
+
+SCALES = ("smoke", "quick", "full")
+
+# the model shared by teacher and student; only model.size (the backbone) differs
+_MODEL = {"dim": 64, "heads": 4, "n_anchors": 16, "dropout": 0.1}
+_SMOKE_MODEL = {"dim": 8, "heads": 2, "n_anchors": 4, "dropout": 0.0}
+
+# settings per (kind, scale, role): data, optim, loss sections (merged over the common base)
+_SETTINGS: dict[tuple[str, str, str], dict] = {
+    ("images", "smoke", "teacher"): {
+        "data": {"batch_size": 16, "negatives": 4},
+        "optim": {"epochs": 2, "lr": 0.003, "patience": 5},
+    },
+    ("images", "smoke", "student"): {
+        "data": {"batch_size": 16, "negatives": 4},
+        "optim": {"epochs": 2, "lr": 0.003, "patience": 5},
+    },
+    ("images", "quick", "teacher"): {
+        "data": {"batch_size": 64, "negatives": 10, "step_pool": 64},
+        "optim": {"epochs": 6, "lr": 0.002, "patience": 3},
+    },
+    ("images", "quick", "student"): {
+        "data": {"batch_size": 64, "negatives": 10, "step_pool": 64},
+        "optim": {"epochs": 3, "lr": 0.002, "patience": 2},
+    },
+    ("images", "full", "teacher"): {
+        "data": {"batch_size": 64, "negatives": 10, "step_pool": 32},
+        "optim": {"epochs": 12, "lr": 0.002, "patience": 3},
+    },
+    ("images", "full", "student"): {
+        "data": {"batch_size": 64, "negatives": 10, "step_pool": 32},
+        "optim": {"epochs": 12, "lr": 0.002, "patience": 3},
+    },
+    ("ids", "smoke", "teacher"): {
+        "data": {"batch_size": 16, "negatives": 4},
+        "optim": {"epochs": 2, "lr": 0.005, "patience": 5},
+    },
+    ("ids", "smoke", "student"): {
+        "data": {"batch_size": 16, "negatives": 4},
+        "optim": {"epochs": 2, "lr": 0.005, "patience": 5},
+    },
+    ("ids", "quick", "teacher"): {
+        "data": {"batch_size": 128, "negatives": 10},
+        "optim": {"epochs": 6, "lr": 0.004, "patience": 3},
+    },
+    ("ids", "quick", "student"): {
+        "data": {"batch_size": 128, "negatives": 10},
+        "optim": {"epochs": 3, "lr": 0.004, "patience": 2},
+    },
+    ("ids", "full", "teacher"): {
+        "data": {"batch_size": 128, "negatives": 10},
+        "optim": {"epochs": 15, "lr": 0.002, "patience": 3},
+    },
+    ("ids", "full", "student"): {
+        "data": {"batch_size": 128, "negatives": 10},
+        "optim": {"epochs": 15, "lr": 0.002, "patience": 3},
+    },
+}
+
+# what the distillation variants use at each scale: FND alpha (the main table's), teacher pool size
+DISTILL = {
+    "smoke": {"alpha": -0.5, "pool": 8},
+    "quick": {"alpha": -0.5, "pool": 30},
+    "full": {"alpha": -0.5, "pool": 50},
+}
+
+
+# quick scale: at most this many training outfits per user (every user kept), teacher and students alike
+_PER_USER_CAP = {("images", "quick"): 24, ("ids", "quick"): 20}
+
+
+def per_user_cap(kind: str, scale: str) -> int | None:
+    """The per-user cap on training outfits of a scale (None: the whole training split)."""
+    return _PER_USER_CAP.get((kind, scale))
+
+
+def dataset_kind(data: str | Path) -> str:
+    """'images' when the prepared dataset's catalogue has item images (or image files), else 'ids'."""
+    from outfitrec.evaluate.protocol import load_dataset
+
+    dataset, _ = load_dataset(data)
+    cat = dataset.catalogue
+    return "images" if (cat.images is not None or cat.image_paths is not None) else "ids"
+
+
+def base_config(kind: str, role: str, scale: str, data: str) -> dict:
+    """The raw RunConfig dict of a teacher or plain student for this dataset kind and scale."""
+    if scale not in SCALES:
+        raise DataError(f"experiment: unknown scale {scale!r} (expected one of {', '.join(SCALES)})")
+    key = (kind, scale, role)
+    if key not in _SETTINGS:
+        raise DataError(f"experiment: no settings for dataset kind {kind!r}, role {role!r}, scale {scale!r}")
+    model = dict(_SMOKE_MODEL if scale == "smoke" else _MODEL)
+    model["encoder"] = "cnn" if kind == "images" else "id"
+    model["size"] = role
+    raw = {
+        "name": role,
+        "role": role,
+        "data": {"path": str(data), "seed": 0},
+        "model": model,
+        "optim": {},
+        "loss": {"kind": "softmax", "temperature": 0.5},
+        "runtime": {"threads": 1, "progress": False},
+    }
+    settings = copy.deepcopy(_SETTINGS[key])
+    for section, values in settings.items():
+        raw[section].update(values)
+    return raw
