@@ -48,6 +48,7 @@ from outfitrec.evaluate.protocol import (
 )
 from outfitrec.train.batches import Batch, EpochSampler, torch_seed
 from outfitrec.train.config import RunConfig
+from outfitrec.train.distributed import DistContext
 from outfitrec.train.run import (
     RunDir,
     flatten_optimizer,
@@ -213,10 +214,11 @@ def objective(
 class Trainer:
     """Holds the state of one run; `fit()` trains (or resumes) and returns the final metrics."""
 
-    def __init__(self, config: RunConfig, run: RunDir) -> None:
+    def __init__(self, config: RunConfig, run: RunDir, ctx: DistContext | None = None) -> None:
         self.config = config
         self.run = run
-        self.device = setup_runtime(config)
+        self.ctx = ctx or DistContext.single()  # dist hook: torchrun rank / world (one-process no-op by default)
+        self.device = self.ctx.device_for(setup_runtime(config))  # dist hook: cuda -> cuda:LOCAL_RANK
         self.dataset, self.data_dir = load_dataset(config.data.path)
         train = self.dataset.split("train")
         if config.data.max_train is not None and config.data.max_train < len(train):
@@ -247,6 +249,8 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
         else:
             self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
+        # dist hook: step() on this rank's shard of each global batch, gradients averaged by DDP (+ bf16 autocast)
+        self.train_step = self.ctx.data_parallel(self.step, [self.model, self.head])
         self.truth = _load_truth(self.data_dir)
         # progress of the run (restored on resume)
         self.epoch = 0
@@ -350,12 +354,12 @@ class Trainer:
             self.sampler.epoch(epoch),
             total=self.sampler.n_batches,
             desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-            disable=None if cfg.runtime.progress else True,
+            disable=None if cfg.runtime.progress and self.ctx.is_main else True,  # dist hook: rank 0's bar
             leave=False,
         )
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for i, batch in enumerate(bar):
-            terms = self.step(batch, gen, stats)
+            terms = self.train_step(batch, gen, stats)  # dist hook (= self.step in one process)
             loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -371,6 +375,7 @@ class Trainer:
                 for k, v in terms.items():
                     writer.add_scalar(f"train_step/{k}", float(v.detach()), step)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        self.ctx.reduce_epoch_stats(stats)  # dist hook: losses and flag counts of the global batches
         record = {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "steps": stats.steps}
         record.update({f"train_{k}": v for k, v in stats.means().items()})
         record.update(self._flag_stats(stats))
@@ -408,11 +413,11 @@ class Trainer:
             saved = run.load_state()
             if saved is not None:
                 self.restore(*saved)
-        writer = _writer(run.tb_dir, self.epoch * self.sampler.n_batches)
+        writer = _writer(run.tb_dir, self.epoch * self.sampler.n_batches) if self.ctx.is_main else None  # dist hook
         try:
             while self.epoch < cfg.optim.epochs and not self.stopped:
                 record = self.train_epoch(self.epoch, writer)
-                valid = self.validate()
+                valid = self.ctx.on_main(self.validate)  # dist hook: rank 0 validates, every rank gets the result
                 record.update({f"valid_{k}": v for k, v in valid.items() if k != "n_positives"})
                 auc = valid["auc"]
                 improved = bool(auc > self.best + cfg.optim.min_delta)
@@ -432,12 +437,12 @@ class Trainer:
                         if isinstance(v, (int, float)) and k != "epoch":
                             writer.add_scalar(f"epoch/{k}", v, self.epoch)
                     writer.flush()
-                if cfg.runtime.progress:
+                if cfg.runtime.progress and self.ctx.is_main:  # dist hook: rank 0 prints
                     tqdm.write(_epoch_line(record))
         finally:
             if writer is not None:
                 writer.close()
-        metrics = self.final_metrics()
+        metrics = self.ctx.on_main(self.final_metrics)  # dist hook: rank 0 evaluates, result broadcast
         run.write_metrics(metrics)
         run.update_run_info(finished=now_iso(), epochs=self.epoch, best_epoch=self.best_epoch)
         return metrics
@@ -495,5 +500,6 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
     `config` may be None, or must equal it), or starts fresh when the run
     never got that far.
     """
-    run, config = RunDir.open(run_dir, config, resume)
-    return Trainer(config, run).fit(resume=resume)
+    ctx = DistContext.from_env()  # dist hook: joins torchrun's process group (no-op in one process)
+    run, config = ctx.on_main(RunDir.open, run_dir, config, resume)  # dist hook: rank 0 creates the run dir
+    return Trainer(config, ctx.main_only(run), ctx).fit(resume=resume)  # dist hook: run-dir writes on rank 0
