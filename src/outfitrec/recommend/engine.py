@@ -140,6 +140,7 @@ class Recommender:
         scorer: OutfitScorer,
         index: SearchIndex,
         info: dict,
+        max_concurrent: int = 4,
     ) -> None:
         self.dataset = dataset
         self.scorer = scorer
@@ -148,8 +149,13 @@ class Recommender:
             dataset.catalogue.category_names, dataset.meta, dataset.splits.get("train")
         )
         self.max_size = max(max(len(t) for t in self.templates), dataset.max_size)
-        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max_concurrent)
         self._history: dict[str, dict[int, list[tuple[int, ...]]]] = {}
+        for split, part in dataset.splits.items():  # built once: read-only afterwards
+            table: dict[int, list[tuple[int, ...]]] = {}
+            for u, row, m in zip(part.users, part.items, part.mask):
+                table.setdefault(int(u), []).append(tuple(int(i) for i in row[m]))
+            self._history[split] = table
         self._train_sets: dict[int, set[frozenset[int]]] = {}
         train = dataset.splits.get("train")
         if train is not None:
@@ -302,7 +308,7 @@ class Recommender:
         """The user's k best new outfits (their training outfits excluded) over the templates (indices)."""
         user = self.check_user(user)
         chosen = self.check_templates(templates)
-        with self._lock:
+        with self._slots:
             recs = search(
                 self.scorer,
                 self.index,
@@ -338,7 +344,7 @@ class Recommender:
             raise DataError(f"complete: an item is given twice in {items}")
         tids = None if template is None else [template]
         chosen = self.check_templates(tids)
-        with self._lock:
+        with self._slots:
             recs = search(
                 self.scorer,
                 self.index,
@@ -377,7 +383,7 @@ class Recommender:
             rows[r, : len(items)] = items
         if len(rows) == 0:
             return np.zeros(0, np.float32)
-        with self._lock:
+        with self._slots:
             return score_item_rows(self.scorer, self.index, user, rows)
 
     def history(self, user: int, split: str = "train") -> list[tuple[int, ...]]:
@@ -385,13 +391,7 @@ class Recommender:
         user = self.check_user(user)
         if split not in self.dataset.splits:
             raise NotFound(f"split {split!r} not found (splits are {sorted(self.dataset.splits)})")
-        per_split = self._history.get(split)
-        if per_split is None:
-            per_split = {}
-            part = self.dataset.splits[split]
-            for u, row, m in zip(part.users, part.items, part.mask):
-                per_split.setdefault(int(u), []).append(tuple(int(i) for i in row[m]))
-            self._history[split] = per_split
+        per_split = self._history[split]
         return per_split.get(user, [])
 
     def item_category_name(self, item: int) -> str:
