@@ -383,8 +383,7 @@ class Recommender:
             rows[r, : len(items)] = items
         if len(rows) == 0:
             return np.zeros(0, np.float32)
-        with self._slots:
-            return score_item_rows(self.scorer, self.index, user, rows)
+        return score_item_rows(self.scorer, self.index, user, rows)  # cheap: never queued behind searches
 
     def history(self, user: int, split: str = "train") -> list[tuple[int, ...]]:
         """The user's outfits in a split (item ids), in dataset order."""
