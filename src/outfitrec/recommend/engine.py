@@ -224,7 +224,14 @@ class Recommender:
             "parameters": {k: int(v) for k, v in counts.items()},
             "load_seconds": round(time.perf_counter() - started, 3),
         }
-        return cls(dataset, scorer, index, info)
+        rec = cls(dataset, scorer, index, info)
+        rec.warm_up()
+        return rec
+
+    def warm_up(self) -> None:
+        """One small search, so that the first request does not pay the backend's one-off start-up costs."""
+        if self.dataset.n_users:
+            search(self.scorer, self.index, 0, self.templates[:1], k=1, beam_width=4, shortlist=4, refine_rounds=1)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: Backend = "torch", cache: bool = True) -> Recommender:
