@@ -174,9 +174,13 @@ class Lab:
         start = time.perf_counter()
         status = "reused"
         if not metrics_path.is_file():
-            resume = (run_dir / "config.yaml").is_file()
-            status = "resumed" if resume else "trained"
-            train(None if resume else config, run_dir, resume=resume)
+            with _RunLock(run_dir):  # another experiment process may be training this very run
+                if metrics_path.is_file():
+                    status = "waited"
+                else:
+                    resume = (run_dir / "config.yaml").is_file()
+                    status = "resumed" if resume else "trained"
+                    train(None if resume else config, run_dir, resume=resume)
         metrics = _read_json(metrics_path)
         history = _read_json(run_dir / "history.json") if (run_dir / "history.json").is_file() else []
         train_seconds = float(sum(h.get("seconds", 0.0) for h in history))
@@ -216,6 +220,56 @@ class Lab:
         for v, seed in tqdm(jobs, desc="runs", disable=None if self.progress else True):
             results.append(self.run_variant(v, seed))
         return results
+
+
+class _RunLock:
+    """An exclusive lock on a run directory (`<run>.lock` beside it, holding the owner's pid).
+
+    Two experiments started side by side share runs (the teacher, the plain
+    student); the second waits for the first to finish a shared run instead
+    of training it twice. A lock whose process is gone is taken over.
+    """
+
+    def __init__(self, run_dir: Path, poll_s: float = 5.0) -> None:
+        self.path = run_dir.parent / f"{run_dir.name}.lock"
+        self.poll_s = poll_s
+
+    def __enter__(self) -> _RunLock:
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if not _alive(self.path):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                time.sleep(self.poll_s)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(lock: Path) -> bool:
+    """Whether the process named in a lock file still runs (unreadable or empty: assume it does, briefly)."""
+    import os
+
+    try:
+        pid = int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return time.time() - lock.stat().st_mtime < 30 if lock.exists() else False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _read_json(path: Path) -> Any:

@@ -40,11 +40,11 @@ _SETTINGS: dict[tuple[str, str, str], dict] = {
         "optim": {"epochs": 2, "lr": 0.003, "patience": 5},
     },
     ("images", "quick", "teacher"): {
-        "data": {"batch_size": 64, "negatives": 10, "step_pool": 64},
-        "optim": {"epochs": 6, "lr": 0.002, "patience": 3},
+        "data": {"batch_size": 64, "negatives": 10},
+        "optim": {"epochs": 10, "lr": 0.002, "patience": 3},
     },
     ("images", "quick", "student"): {
-        "data": {"batch_size": 64, "negatives": 10, "step_pool": 64},
+        "data": {"batch_size": 64, "negatives": 10},
         "optim": {"epochs": 3, "lr": 0.002, "patience": 2},
     },
     ("images", "full", "teacher"): {
@@ -90,7 +90,7 @@ DISTILL = {
 
 
 # quick scale: at most this many training outfits per user (every user kept), teacher and students alike
-_PER_USER_CAP = {("images", "quick"): 24, ("ids", "quick"): 20}
+_PER_USER_CAP: dict[tuple[str, str], int] = {}
 
 
 def per_user_cap(kind: str, scale: str) -> int | None:
