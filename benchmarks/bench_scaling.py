@@ -100,8 +100,9 @@ def throughput(args, env: dict) -> list[dict]:
     for size in ("teacher", "student"):
         cfg = write_config(args.work / f"tp-{size}.yaml", data, size, args.max_train, args.batch, 1)
         for nproc in args.procs:
-            run = args.work / f"tp-{size}-{nproc}"
-            rec = train_epoch(cfg, run, nproc, env)
+            # best of --tp-repeats epochs: on a shared machine the fastest run is the least disturbed one
+            recs = [train_epoch(cfg, args.work / f"tp-{size}-{nproc}-{r}", nproc, env) for r in range(args.tp_repeats)]
+            rec = min(recs, key=lambda x: x["seconds"])
             n = min(args.max_train, rec["steps"] * args.batch)
             rows.append(
                 {
@@ -221,10 +222,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--max-train", type=int, default=512, help="positives per throughput epoch")
+    ap.add_argument("--tp-repeats", type=int, default=2, help="throughput runs per setting (best kept)")
     ap.add_argument("--batch", type=int, default=64, help="global batch size (split across processes)")
     ap.add_argument("--presets", nargs="+", default=["tiny", "default", "large"])
     ap.add_argument("--scale-train", type=int, default=256, help="positives measured per preset")
-    ap.add_argument("--repeats", type=int, default=20, help="users timed for recommendation latency")
+    ap.add_argument("--repeats", type=int, default=5, help="users timed for recommendation latency")
     ap.add_argument("--skip", choices=["throughput", "presets"], action="append", default=[])
     args = ap.parse_args()
     args.work = args.work / time.strftime("%Y%m%d-%H%M%S")
