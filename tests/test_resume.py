@@ -64,9 +64,13 @@ def test_resume_refuses_another_config(tiny_data_dir, tmp_path):
 
     config = tiny_config(tiny_data_dir, optim={"epochs": 1})
     train(config, tmp_path / "run")
-    other = tiny_config(tiny_data_dir, optim={"epochs": 2})
-    with pytest.raises(ConfigError, match="optim.epochs: 1 -> 2"):
+    other = tiny_config(tiny_data_dir, optim={"epochs": 1, "lr": 0.01})
+    with pytest.raises(ConfigError, match="optim.lr: 0.003 -> 0.01"):
         train(other, tmp_path / "run", resume=True)
     # resuming a finished run recomputes the same final metrics without training
     again = train(None, tmp_path / "run", resume=True)
     assert again == json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # a larger epoch budget extends the run: the same as training 2 epochs from the start
+    extended = train(tiny_config(tiny_data_dir, optim={"epochs": 2}), tmp_path / "run", resume=True)
+    straight = train(tiny_config(tiny_data_dir, optim={"epochs": 2}), tmp_path / "straight")
+    assert extended == straight and extended["epochs"] == 2

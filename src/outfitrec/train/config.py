@@ -51,9 +51,9 @@ class DataConfig(_Section):
     step_pool: int | None = Field(
         None,
         ge=1,
-        description="Bound on the item pool of one step's random mixes: per category, the items of the batch's "
-        "positives plus this many items drawn from the TRAIN pool. Fewer distinct items per step make end-to-end "
-        "CNN training cheaper on a CPU. null: draw from the whole TRAIN pool of the category.",
+        description="Bound on the item pool of one step's random mixes: per category, this many items drawn "
+        "uniformly (per step) from the TRAIN pool. Fewer distinct items per step make end-to-end CNN training "
+        "cheaper on a CPU; each negative item stays uniform over the pool. null: draw from the whole TRAIN pool.",
     )
     seed: int = Field(
         0,

@@ -370,7 +370,7 @@ class Trainer:
             stats.add(terms)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch + 1}, step {i}: loss is {float(loss)}; lower optim.lr")
-            step = epoch * self.sampler.n_batches + i
+            step = epoch * self.sampler.n_batches + i + 1  # global step, 1-based: epoch e ends at (e+1) * n_batches
             if writer is not None and i % cfg.runtime.log_every == 0:
                 for k, v in terms.items():
                     writer.add_scalar(f"train_step/{k}", float(v.detach()), step)
@@ -413,7 +413,10 @@ class Trainer:
             saved = run.load_state()
             if saved is not None:
                 self.restore(*saved)
-        writer = _writer(run.tb_dir, self.epoch * self.sampler.n_batches) if self.ctx.is_main else None  # dist hook
+                # a resume may raise the epoch budget or the patience: re-decide early stopping
+                self.stopped = self.bad_epochs >= cfg.optim.patience
+        # a killed run may have logged steps past its last checkpoint: purge them (epoch e ends at step e * n)
+        writer = _writer(run.tb_dir, self.epoch * self.sampler.n_batches + 1) if self.ctx.is_main else None  # dist hook
         try:
             while self.epoch < cfg.optim.epochs and not self.stopped:
                 record = self.train_epoch(self.epoch, writer)
@@ -435,7 +438,7 @@ class Trainer:
                 if writer is not None:
                     for k, v in record.items():
                         if isinstance(v, (int, float)) and k != "epoch":
-                            writer.add_scalar(f"epoch/{k}", v, self.epoch)
+                            writer.add_scalar(f"epoch/{k}", v, self.epoch * self.sampler.n_batches)
                     writer.flush()
                 if cfg.runtime.progress and self.ctx.is_main:  # dist hook: rank 0 prints
                     tqdm.write(_epoch_line(record))
@@ -479,7 +482,7 @@ def _writer(tb_dir: Path, purge_step: int):
     """TensorBoard writer into run_dir/tb (events after `purge_step` from a killed run are purged)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(str(tb_dir), purge_step=purge_step or None)
+    return SummaryWriter(str(tb_dir), purge_step=purge_step if purge_step > 1 else None)
 
 
 def _load_truth(data_dir: Path):

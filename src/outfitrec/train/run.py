@@ -157,7 +157,11 @@ def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tens
 
 def load_module_tensors(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
     sd = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    module.load_state_dict(sd, strict=True)
+    try:
+        module.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:  # the code's model changed since the state was saved
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise ConfigError(f"resume state ({prefix}*) does not fit the current model: {first}") from None
 
 
 # --------------------------------------------------------------------------- the run directory
@@ -191,8 +195,12 @@ class RunDir:
         if resume and run.config_path.is_file():
             saved = config_from_dict(_read_yaml(run.config_path), str(run.config_path))
             if config is not None and config.model_dump() != saved.model_dump():
-                diff = _diff(saved.model_dump(), config.model_dump())
-                raise ConfigError(f"{run.config_path}: --resume with a different config ({diff}); drop --config")
+                diff = _diff(_fixed_part(saved), _fixed_part(config))
+                if diff:
+                    raise ConfigError(f"{run.config_path}: --resume with a different config ({diff}); drop --config")
+                # only the epoch budget, patience or runtime settings changed: extend / continue the run
+                saved = config
+                write_text_atomic(run.config_path, config.to_yaml())
             run.recover()
             info = read_json(run.run_json) if run.run_json.is_file() else {}
             info.setdefault("resumes", []).append(now_iso())
@@ -285,6 +293,25 @@ def _read_yaml(path: Path) -> dict:
         return yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
+
+
+RESUMABLE_CHANGES = (("optim", "epochs"), ("optim", "patience"), ("runtime", None))
+
+
+def _fixed_part(config: RunConfig) -> dict:
+    """The config without what a resume may change (epoch budget, patience, runtime): the run's identity.
+
+    Every epoch's randomness derives from (seed, epoch), so a run trained for E
+    epochs and resumed with a larger budget equals a run trained for the larger
+    budget from the start.
+    """
+    raw = config.model_dump()
+    for section, key in RESUMABLE_CHANGES:
+        if key is None:
+            raw.pop(section, None)
+        else:
+            raw[section].pop(key, None)
+    return raw
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> str:
