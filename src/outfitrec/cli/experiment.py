@@ -23,11 +23,15 @@ def experiment_cmd(
         "--runs",
         help="Run directories, shared by experiments (default runs/experiments/<data>-<scale>/runs).",
     ),
+    variants: str = typer.Option(
+        None, "--variants", help="Comma-separated variant names: train only these (split an experiment over processes)."
+    ),
 ) -> None:
     """Train (or reuse) an experiment's runs; write CSV, a Markdown table and plots into the results folder."""
     from outfitrec.experiments.core import main_argv, run_experiment
 
-    paths = run_experiment(name, data, seeds, out, scale, runs, command=main_argv())
+    only = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    paths = run_experiment(name, data, seeds, out, scale, runs, command=main_argv(), only=only)
     for key, path in paths.items():
         typer.echo(f"{key}: {path}")
     table = paths.get("table")

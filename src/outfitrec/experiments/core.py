@@ -61,8 +61,14 @@ def run_experiment(
     runs: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    only: list[str] | None = None,
 ) -> dict[str, Path]:
-    """Run experiment `name` on a prepared dataset; returns the paths of the files it wrote."""
+    """Run experiment `name` on a prepared dataset; returns the paths of the files it wrote.
+
+    only: train just these variants (names), e.g. to split one experiment over
+    two processes; the results folder then covers those variants only, and a
+    later call without `only` reuses every finished run.
+    """
     if name not in EXPERIMENTS:
         raise DataError(f"experiment: unknown name {name!r} (expected one of {', '.join(EXPERIMENTS)})")
     from outfitrec.experiments.scales import SCALES
@@ -85,6 +91,11 @@ def run_experiment(
         paths = _qualitative(lab, out, command)
     else:
         variants = _variants(name, lab, scale)
+        if only:
+            unknown = sorted(set(only) - {v.name for v in variants})
+            if unknown:
+                raise DataError(f"experiment {name}: no variants {unknown} (has {[v.name for v in variants]})")
+            variants = [v for v in variants if v.name in only]
         results = lab.run_all(variants, seed_list)
         notes = _notes(name, lab, scale)
         paths = write_results(out, name, results, TITLES[name], command, notes)

@@ -216,10 +216,33 @@ class Lab:
                         jobs.append((v, seed))
                 else:
                     jobs.append((v, seed))
-        results = []
-        for v, seed in tqdm(jobs, desc="runs", disable=None if self.progress else True):
-            results.append(self.run_variant(v, seed))
-        return results
+        done: dict[tuple[str, int], RunResult] = {}
+        queue = list(jobs)
+        bar = tqdm(total=len(jobs), desc="runs", disable=None if self.progress else True)
+        while queue:
+            # a run another process is training now is deferred: do the others first, come back later
+            free = [job for job in queue if not self._busy(*job)]
+            job = free[0] if free else queue[0]
+            queue.remove(job)
+            done[(job[0].name, job[1])] = self.run_variant(*job)
+            bar.update(1)
+        bar.close()
+        return [done[(v.name, seed)] for v, seed in jobs]
+
+    def run_dir_of(self, variant: Variant, seed: int) -> Path:
+        """Where the run of a variant and seed lives (its config hash names it)."""
+        if variant.role == "teacher" and not variant.overrides:
+            return self.teacher_dir(variant.data)
+        config = self.variant_config(variant, seed)
+        return self.runs_root / f"{_safe(variant.name)}-s{config.data.seed}-{config_hash(config)}"
+
+    def _busy(self, variant: Variant, seed: int) -> bool:
+        """Whether another live process holds the lock of this (unfinished) run."""
+        if variant.role == "teacher" and not variant.overrides:
+            return False
+        run_dir = self.run_dir_of(variant, seed)
+        lock = run_dir.parent / f"{run_dir.name}.lock"
+        return not (run_dir / "metrics.json").is_file() and lock.exists() and _alive(lock)
 
 
 class _RunLock:
