@@ -65,7 +65,7 @@ _SETTINGS: dict[tuple[str, str, str], dict] = {
     },
     ("ids", "quick", "teacher"): {
         "data": {"batch_size": 128, "negatives": 10},
-        "optim": {"epochs": 6, "lr": 0.004, "patience": 3},
+        "optim": {"epochs": 4, "lr": 0.004, "patience": 3},
     },
     ("ids", "quick", "student"): {
         "data": {"batch_size": 128, "negatives": 10},
