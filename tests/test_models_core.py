@@ -232,3 +232,21 @@ def test_cnn_reads_photo_files_of_different_sizes(tiny_dataset, tmp_path):
     (tmp_path / "0.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="0.png"):
         model.encode_items(torch.tensor([0]))
+
+
+def test_adam_scaled_layers_keep_forward_and_shrink_adam_steps():
+    from outfitrec.models.encoders import ADAM_BASE_FAN_IN, ScaledLinear
+
+    torch.manual_seed(0)
+    wide = ScaledLinear(4 * ADAM_BASE_FAN_IN, 8)
+    assert wide.gain == pytest.approx(0.25)
+    eff = wide.effective_weight().detach()
+    assert eff.std().item() == pytest.approx((2 / (4 * ADAM_BASE_FAN_IN)) ** 0.5, rel=0.1)  # Kaiming, as usual
+    x = torch.randn(3, 4 * ADAM_BASE_FAN_IN)
+    assert torch.allclose(wide(x), torch.nn.functional.linear(x, eff, wide.bias), atol=1e-6)
+    opt = torch.optim.Adam(wide.parameters(), lr=1e-2)
+    wide(x).sum().backward()
+    opt.step()
+    step = (wide.effective_weight().detach() - eff).abs()
+    assert step.max().item() == pytest.approx(1e-2 * 0.25, rel=1e-3)  # Adam's first step is lr * sign, times gain
+    assert ScaledLinear(ADAM_BASE_FAN_IN // 2, 4).gain == 1.0
