@@ -48,7 +48,7 @@ def train_cmd(
     elif overrides:
         raise ConfigError("train: --set needs --config")
     metrics = train(cfg, run_dir, resume=resume)
-    rows = {"model (valid)": metrics["valid"], "model (test)": metrics["test"]}
+    rows = {f"model ({split})": metrics[split] for split in ("valid", "test") if split in metrics}
     for split, m in metrics.get("popularity", {}).items():
         rows[f"popularity ({split})"] = m
     typer.echo(format_table(rows))
