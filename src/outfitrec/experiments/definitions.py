@@ -52,11 +52,16 @@ def main_variants(scale: str) -> list[Variant]:
 
 
 def alpha_variants(scale: str) -> list[Variant]:
-    """FND alpha of both signs, soft and hard offsets (alpha = 0 is the plain student, exactly L_rec)."""
+    """FND alpha of both signs, soft and hard offsets (alpha = 0 is the plain student, exactly L_rec).
+
+    The main table's alpha is the run named "fnd" (shared with the main table and the threshold sweep).
+    """
+    main_alpha = DISTILL[scale]["alpha"]
     out = [Variant("student", baseline=None, group="soft", x=0.0, note="alpha = 0 (identical to L_rec)")]
-    for a in (-2.0, -1.0, -0.5, 0.5, 1.0):
-        out.append(Variant(f"fnd-soft{a:+g}", _fnd(a, "soft"), uses_teacher=True, group="soft", x=a))
-    for a in (-1.0, -0.25, 0.25, 1.0):
+    for a in (-2.0, -1.0, main_alpha, 0.5, 1.0):
+        name = "fnd" if a == main_alpha else f"fnd-soft{a:+g}"
+        out.append(Variant(name, _fnd(a, "soft"), uses_teacher=True, group="soft", x=a))
+    for a in (-1.0, 1.0):
         out.append(Variant(f"fnd-hard{a:+g}", _fnd(a, "hard"), uses_teacher=True, group="hard", x=a))
     return out
 
@@ -151,7 +156,7 @@ def hard_variants(scale: str) -> list[Variant]:
 
 
 def cold_variants(scale: str, cold_dirs: dict[int, str]) -> list[Variant]:
-    """Cold users (N training outfits each): teacher (trained on the cold split), plain and distilled students.
+    """Cold users (N training outfits each): teacher (trained on the cold split), plain, KD and FND students.
 
     A cold run keeps every training outfit of the cold split (no max_train
     subset) and trains longer: the split is small, so epochs are cheap.
@@ -181,15 +186,6 @@ def cold_variants(scale: str, cold_dirs: dict[int, str]) -> list[Variant]:
                 baseline=base,
                 group=f"cold{n}",
                 x="fnd",
-            ),
-            Variant(
-                f"fnd+kd-cold{n}",
-                _merge(long, _fnd(alpha), {"loss": {"kind": "fnd+kd"}}),
-                uses_teacher=True,
-                data=path,
-                baseline=base,
-                group=f"cold{n}",
-                x="fnd+kd",
             ),
         ]
     return out
