@@ -162,7 +162,7 @@ def top_outfits_figure(
             i = int(order[c])
             items = both.items[i][both.mask[i]]
             tiles = [_item_tile(dataset, int(it)) for it in items]
-            ax.imshow(np.concatenate(tiles, axis=1), cmap="gray_r", vmin=0, vmax=1)
+            ax.imshow(np.concatenate(tiles, axis=1), cmap="gray", vmin=0, vmax=1)
             if dataset.catalogue.images is None:
                 labels = [str(names[int(dataset.catalogue.item_category[it])])[:10] for it in items]
                 for k, label in enumerate(labels):
