@@ -47,7 +47,7 @@ DEFAULT_BEAM_WIDTH = 32
 DEFAULT_SHORTLIST = 40
 DEFAULT_REFINE_POOL = 64  # items per category tried in each slot swap of the refinement
 DEFAULT_REFINE_TOP = 10  # best outfits whose slots are swapped in each refinement round
-DEFAULT_REFINE_ROUNDS = 3
+DEFAULT_REFINE_ROUNDS = 10  # an upper bound: rounds stop earlier once the best outfits are local optima
 SCORE_CHUNK = 8192  # outfits scored per call: bounds memory on large beams
 MAX_EXACT_COMBINATIONS = 20_000_000
 
@@ -307,6 +307,12 @@ def refine(
     as results but still expanded), swaps each free slot for each of the
     `pool` best items of its category and scores the swaps; rounds stop when
     the best outfits are all expanded (local optima) or after `rounds`.
+    An outfit one swap away from a better one of the same round is not a
+    seed: on flat score landscapes the best outfits are near-copies of one
+    another, and seeding them all only re-scores the same neighbourhood (on
+    a 4-slot template with a repeated category, the tiny test model's exact
+    top-10 recall was 0.79 with near-copies as seeds and 0.97 without, for
+    about 10% more scored outfits; benchmarks in the stabiliser's report).
     Returns the enlarged (rows, scores, template of each row).
     """
     stats = stats if stats is not None else SearchStats()
@@ -318,9 +324,14 @@ def refine(
         all_rows, all_scores, all_tmpl = (np.concatenate(x) for x in (found_rows, found_scores, found_tmpl))
         order = np.lexsort((np.arange(len(all_scores)), -all_scores))
         todo, counted = [], 0
+        heads: list[frozenset[int]] = []
         for i in order:  # the `top` best (history outfits don't count toward `top`) not yet expanded
             key = tuple(sorted(all_rows[i].tolist()))
-            if skip is None or frozenset(k for k in key if k != PAD) not in skip:
+            items = frozenset(k for k in key if k != PAD)
+            if any(len(items) == len(h) and len(items - h) <= 1 for h in heads):
+                continue  # a one-swap neighbour of a better seed: it would mostly re-score that seed's swaps
+            heads.append(items)
+            if skip is None or items not in skip:
                 counted += 1
             if key not in expanded:
                 expanded.add(key)
@@ -332,10 +343,9 @@ def refine(
         swaps, swap_tmpl = [], []
         for i in todo:
             row, t = all_rows[i], int(all_tmpl[i])
-            for slot, cat in enumerate(templates[t]):
-                if int(row[slot]) in fixed_set:
-                    continue
-                cand = ranked.get(int(cat), np.zeros(0, np.int64))[:pool]
+            free = [(s, int(c)) for s, c in enumerate(templates[t]) if int(row[s]) not in fixed_set]
+            for slot, cat in free:
+                cand = ranked.get(cat, np.zeros(0, np.int64))[:pool]
                 new = np.repeat(row[None], len(cand), axis=0)
                 new[:, slot] = cand
                 swaps.append(new)
