@@ -39,6 +39,20 @@ EXACT = [
 ]
 
 
+# Parameters of the DDP run and of the one-process run after 2 epochs (22 SGD steps, lr 0.05) agree to:
+# * ~4e-7 on every smooth part of the model: float32 round-off (eps 6e-8 per operation, different summation
+#   order of the per-rank gradients) carried through 22 steps;
+# * ~1e-4 on the first CNN layers (stem, convs.0): their units see all-background patches, where a ReLU's
+#   input is exactly a conv bias; when such a bias crosses 0 during training, round-off decides on which
+#   side of the kink a step sees it, and the upstream gradient of those units jumps by one step's share
+#   (lr * |g| ~ 1e-4). This is not DDP-specific: a single-process run whose gradients get relative noise of
+#   2^-24 lands on the same 1.017e-4 with one noise seed and 4e-7 with another (measured).
+# 1e-3 is 10x that kink event and stays far below the errors the test exists for: ignoring the per-rank loss
+# weight (weight 1 on every rank, padding rows included) moves the parameters by 0.21, 200x the tolerance
+# (measured); training itself moves them by 0.21 (checked below: > 50x the tolerance).
+PARAM_ATOL = 1e-3
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -115,7 +129,7 @@ def test_ddp_training_matches_single_process(single_run, tiny_data_dir, tmp_path
     run = tmp_path / "dist"
     overrides = [f"data.path={tiny_data_dir}", *EXACT]
     torchrun(["-m", "outfitrec", "train", "-c", "tiny_teacher", *_sets(overrides), "--run-dir", str(run)], tmp_path)
-    _assert_same_model(single_run, run, atol=1e-4)
+    _assert_same_model(single_run, run, atol=PARAM_ATOL)
     h1, h2 = _history(single_run), _history(run)
     assert [r["steps"] for r in h2] == [r["steps"] for r in h1] == [11, 11]  # 10 batches of 7 + 1 of 1
     for r1, r2 in zip(h1, h2):
@@ -150,7 +164,7 @@ def test_resume_on_two_ranks_after_a_single_process_crash(single_run, tiny_data_
     assert not (run / "metrics.json").exists()
 
     torchrun(["-m", "outfitrec", "train", "--resume", "--run-dir", str(run)], tmp_path)
-    _assert_same_model(single_run, run, atol=1e-4)
+    _assert_same_model(single_run, run, atol=PARAM_ATOL)
     assert [r["epoch"] for r in _history(run)] == [1, 2]
     m1, m2 = (json.loads((r / "metrics.json").read_text()) for r in (single_run, run))
     assert m2["test"]["auc"] == pytest.approx(m1["test"]["auc"], abs=1e-6)
