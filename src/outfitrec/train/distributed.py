@@ -62,7 +62,10 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import gc
+import inspect
 import os
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -362,7 +365,11 @@ class DataParallelStep:
 
     def __init__(self, ctx: DistContext, step_fn: Callable[..., dict[str, torch.Tensor]], modules: list[nn.Module]):
         self.ctx = ctx
-        self.step_fn = step_fn
+        # a bound method of the loop's trainer, which owns this step: held weakly so that trainer -> step ->
+        # trainer is no reference cycle and the DDP instance dies with the trainer (see _destroy_group)
+        self._step_ref: Callable[[], Callable[..., dict[str, torch.Tensor]] | None] = (
+            weakref.WeakMethod(step_fn) if inspect.ismethod(step_fn) else lambda: step_fn
+        )
         self.modules = modules
         params = [p for m in modules for p in m.parameters()]
         self.device = params[0].device if params else torch.device("cpu")
@@ -374,6 +381,13 @@ class DataParallelStep:
                 find_unused_parameters=True,
                 broadcast_buffers=False,
             )
+
+    @property
+    def step_fn(self) -> Callable[..., dict[str, torch.Tensor]]:
+        fn = self._step_ref()
+        if fn is None:
+            raise RuntimeError("distributed: the step's owner was freed before the step was called")
+        return fn
 
     def __call__(self, batch: Any, *args: Any) -> dict[str, torch.Tensor]:
         local, weight, padding = self.ctx.shard_batch(batch)
@@ -425,6 +439,18 @@ def _picklable_error(exc: BaseException) -> BaseException:
 
 
 def _destroy_group() -> None:
+    """Tear the process group down at exit, after everything that still holds it.
+
+    DDP's reducer keeps its own reference to the process group, so
+    destroy_process_group() only unregisters the group while a DDP instance
+    lives; the group (and gloo's worker threads) then dies with the reducer.
+    A DDP left in a reference cycle is freed only by the garbage collector at
+    interpreter finalisation, when destroying the group's threads can end in
+    "terminate called without an active exception" (SIGABRT, exit -6; seen on
+    rank 1 under load). Collecting first frees every unreachable DDP while
+    the interpreter is whole; DataParallelStep also avoids the usual cycle.
+    """
+    gc.collect()
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
