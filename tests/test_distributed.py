@@ -128,7 +128,10 @@ def single_run(tiny_data_dir, tmp_path_factory) -> Path:
 def test_ddp_training_matches_single_process(single_run, tiny_data_dir, tmp_path):
     run = tmp_path / "dist"
     overrides = [f"data.path={tiny_data_dir}", *EXACT]
-    torchrun(["-m", "outfitrec", "train", "-c", "tiny_teacher", *_sets(overrides), "--run-dir", str(run)], tmp_path)
+    out = torchrun(
+        ["-m", "outfitrec", "train", "-c", "tiny_teacher", *_sets(overrides), "--run-dir", str(run)], tmp_path
+    )
+    assert out.stdout.count("run directory:") == 1  # rank 0 alone prints the results
     _assert_same_model(single_run, run, atol=PARAM_ATOL)
     h1, h2 = _history(single_run), _history(run)
     assert [r["steps"] for r in h2] == [r["steps"] for r in h1] == [11, 11]  # 10 batches of 7 + 1 of 1

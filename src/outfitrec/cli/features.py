@@ -31,5 +31,12 @@ def register(app: typer.Typer) -> None:
 
         if threads is not None:
             torch.set_num_threads(threads)
+        from outfitrec.train.distributed import DistContext
+
         summary = extract_features(data, out, batch_size=batch_size, chunk_size=chunk_size, max_chunks=max_chunks)
-        print(json.dumps(summary, indent=2))
+        # under torchrun rank 0 prints every rank's summary (in rank order), so the output is not interleaved
+        ctx = DistContext.from_env()
+        summaries = ctx.all_gather_object(summary)
+        if ctx.is_main:
+            for s in summaries:
+                print(json.dumps(s, indent=2))

@@ -48,6 +48,10 @@ def train_cmd(
     elif overrides:
         raise ConfigError("train: --set needs --config")
     metrics = train(cfg, run_dir, resume=resume)
+    from outfitrec.train.distributed import DistContext
+
+    if not DistContext.from_env().is_main:  # under torchrun every rank has the metrics; rank 0 prints them
+        return
     rows = {f"model ({split})": metrics[split] for split in ("valid", "test") if split in metrics}
     for split, m in metrics.get("popularity", {}).items():
         rows[f"popularity ({split})"] = m
