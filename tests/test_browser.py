@@ -88,8 +88,11 @@ def test_page_shows_history_and_recommendations(server_url):
             assert page.locator("#user-select option").count() == min(info["n_users"], 1000)
             page.select_option("#user-select", str(user))
             # the user's recommendations and history appear, drawn from item images, with scores
+            # the page shows user 0 first: wait for the picked user's outfits, not a stale render
             page.wait_for_function(
-                "() => document.querySelectorAll('#recommendations .outfit').length === 8 &&"
+                f"() => document.querySelector('#recommendations').dataset.user === '{user}' &&"
+                f" document.querySelector('#history').dataset.user === '{user}' &&"
+                " document.querySelectorAll('#recommendations .outfit').length === 8 &&"
                 " document.querySelector('#rec-time').textContent.length > 0"
             )
             page.wait_for_function(

@@ -85,6 +85,7 @@ async function selectUser(user) {
   const history = await api(`/api/users/${user}/history`);
   if (state.user !== user) return; // another user was picked meanwhile
   showOutfits("history", history.outfits.slice(0, 24), false);
+  $("history").dataset.user = String(user); // whose outfits are shown (tests wait on it)
   await recommend();
 }
 
@@ -97,6 +98,7 @@ async function recommend() {
     const result = await api("/api/recommend", { user, k, diverse: $("diverse-input").checked });
     if (state.user !== user) return; // a stale answer for a previously picked user
     showOutfits("recommendations", result.outfits, true);
+    $("recommendations").dataset.user = String(user);
     $("rec-time").textContent = `(${(result.seconds * 1000).toFixed(0)} ms)`;
     setStatus("");
   } catch (err) {
