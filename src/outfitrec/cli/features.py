@@ -33,9 +33,11 @@ def register(app: typer.Typer) -> None:
             torch.set_num_threads(threads)
         from outfitrec.train.distributed import DistContext
 
-        summary = extract_features(data, out, batch_size=batch_size, chunk_size=chunk_size, max_chunks=max_chunks)
+        ctx = DistContext.from_env()  # under torchrun the ranks split the work; else a one-process no-op
+        summary = extract_features(
+            data, out, batch_size=batch_size, chunk_size=chunk_size, max_chunks=max_chunks, dist=ctx
+        )
         # under torchrun rank 0 prints every rank's summary (in rank order), so the output is not interleaved
-        ctx = DistContext.from_env()
         summaries = ctx.all_gather_object(summary)
         if ctx.is_main:
             for s in summaries:

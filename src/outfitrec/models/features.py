@@ -144,15 +144,18 @@ def resolve_dataset(path: str | Path) -> Path:
     return npz
 
 
-def _dist_context():
-    """The torchrun context of this process (a one-process no-op context outside torchrun).
+class _SingleProcess:
+    """The one-process stand-in for a distributed context: this process computes every chunk."""
 
-    Imported here, not at module level: train/distributed.py is a leaf (torch + data only), and
-    `outfitrec features` under torchrun needs no other change than these hooks.
-    """
-    from outfitrec.train.distributed import DistContext
+    distributed = False
+    is_main = True
+    rank = 0
 
-    return DistContext.from_env()
+    def shard(self, items):
+        return list(items)
+
+    def barrier(self) -> None:
+        pass
 
 
 def extract_features(
@@ -163,6 +166,7 @@ def extract_features(
     max_chunks: int | None = None,
     progress: bool = True,
     model: torch.nn.Module | None = None,
+    dist=None,
 ) -> dict:
     """Compute and cache EfficientNet-Lite2 features of every catalogue item in `out_dir/features.npy`.
 
@@ -170,8 +174,10 @@ def extract_features(
     computed. `max_chunks` stops after computing that many new chunks (to
     split the work over several sessions); the result then has
     `complete=False` and no features.npy yet. Returns a summary dict.
-    Under `torchrun --nproc_per_node=N` the ranks split the chunks (rank r
-    computes chunks r, r + N, ...) and rank 0 merges them once all are written.
+    `dist`: a distributed context (`train.distributed.DistContext`, passed in by
+    the CLI so that models never import train): under `torchrun --nproc_per_node=N`
+    the ranks split the chunks (rank r computes chunks r, r + N, ...) and rank 0
+    merges them once all are written. None: this process computes every chunk.
     """
     if batch_size <= 0 or chunk_size <= 0:
         raise DataError(f"features: batch size ({batch_size}) and chunk size ({chunk_size}) must be positive")
@@ -207,7 +213,7 @@ def extract_features(
         write_text_atomic(manifest, json.dumps(plan, indent=2))
 
     starts = list(range(0, n, chunk_size))
-    ctx = _dist_context()  # dist hook: under torchrun each rank computes its own chunks (no-op in one process)
+    ctx = dist if dist is not None else _SingleProcess()  # dist hook: each rank computes its own chunks
     mine = set(ctx.shard(range(len(starts))))  # dist hook: chunks rank, rank + world, ...
     todo = []
     for i, start in enumerate(starts):
