@@ -26,12 +26,15 @@ def experiment_cmd(
     variants: str = typer.Option(
         None, "--variants", help="Comma-separated variant names: train only these (split an experiment over processes)."
     ),
+    no_train: bool = typer.Option(
+        False, "--no-train", help="Train nothing: write the tables from the runs finished so far."
+    ),
 ) -> None:
     """Train (or reuse) an experiment's runs; write CSV, a Markdown table and plots into the results folder."""
     from outfitrec.experiments.core import main_argv, run_experiment
 
     only = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-    paths = run_experiment(name, data, seeds, out, scale, runs, command=main_argv(), only=only)
+    paths = run_experiment(name, data, seeds, out, scale, runs, command=main_argv(), only=only, no_train=no_train)
     for key, path in paths.items():
         typer.echo(f"{key}: {path}")
     table = paths.get("table")

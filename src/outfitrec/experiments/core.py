@@ -62,12 +62,14 @@ def run_experiment(
     progress: bool = True,
     command: str | None = None,
     only: list[str] | None = None,
+    no_train: bool = False,
 ) -> dict[str, Path]:
     """Run experiment `name` on a prepared dataset; returns the paths of the files it wrote.
 
     only: train just these variants (names), e.g. to split one experiment over
     two processes; the results folder then covers those variants only, and a
-    later call without `only` reuses every finished run.
+    later call without `only` reuses every finished run. no_train: train
+    nothing, write the tables from the runs finished so far (the rest listed).
     """
     if name not in EXPERIMENTS:
         raise DataError(f"experiment: unknown name {name!r} (expected one of {', '.join(EXPERIMENTS)})")
@@ -79,7 +81,7 @@ def run_experiment(
         raise DataError(f"experiment: --seeds must be at least 1, got {seeds}")
     root, runs_default = default_dirs(data, scale)
     out = Path(out) if out is not None else root / name
-    lab = Lab(data, runs if runs is not None else runs_default, scale, progress=False)
+    lab = Lab(data, runs if runs is not None else runs_default, scale, progress=False, no_train=no_train)
     command = command or " ".join(
         shlex.quote(a)
         for a in ["outfitrec", "experiment", name, "--data", str(data), "--seeds", str(seeds), "--scale", scale]
@@ -98,6 +100,8 @@ def run_experiment(
             variants = [v for v in variants if v.name in only]
         results = lab.run_all(variants, seed_list)
         notes = _notes(name, lab, scale)
+        if lab.missing:
+            notes += "\n- Not finished when this table was written (left out): " + ", ".join(lab.missing) + "."
         paths = write_results(out, name, results, TITLES[name], command, notes)
     write_text_atomic(out / "log.txt", "\n".join(lab.log) + "\n")
     paths["log"] = out / "log.txt"

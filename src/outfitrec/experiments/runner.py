@@ -98,8 +98,12 @@ def _safe(name: str) -> str:
 class Lab:
     """Builds configs for one dataset and scale, trains or reuses runs under `runs_root`."""
 
-    def __init__(self, data: str | Path, runs_root: str | Path, scale: str, progress: bool = False) -> None:
+    def __init__(
+        self, data: str | Path, runs_root: str | Path, scale: str, progress: bool = False, no_train: bool = False
+    ) -> None:
         self.data = str(data)
+        self.no_train = no_train  # only collect finished runs (tables from what is done so far)
+        self.missing: list[str] = []
         self.runs_root = Path(runs_root)
         self.scale = scale
         self.progress = progress
@@ -224,10 +228,13 @@ class Lab:
             free = [job for job in queue if not self._busy(*job)]
             job = free[0] if free else queue[0]
             queue.remove(job)
-            done[(job[0].name, job[1])] = self.run_variant(*job)
+            if self.no_train and not (self.run_dir_of(*job) / "metrics.json").is_file():
+                self.missing.append(f"{job[0].name} seed {job[1]}")
+            else:
+                done[(job[0].name, job[1])] = self.run_variant(*job)
             bar.update(1)
         bar.close()
-        return [done[(v.name, seed)] for v, seed in jobs]
+        return [done[(v.name, seed)] for v, seed in jobs if (v.name, seed) in done]
 
     def run_dir_of(self, variant: Variant, seed: int) -> Path:
         """Where the run of a variant and seed lives (its config hash names it)."""
