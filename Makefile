@@ -20,7 +20,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest
 
 clean:
 	rm -rf $(VENV) runs datasets .pytest_cache
