@@ -7,14 +7,12 @@ seeded random choice; users with N outfits or fewer keep them all.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.outfits import DataError, OutfitDataset
+from outfitrec.data.outfits import DataError, OutfitDataset, atomic_folder
 from outfitrec.data.prepare import DATASET_FILE, resolve_dataset_path
 
 
@@ -50,18 +48,9 @@ def write_cold_folder(path: str | Path, out: str | Path, n: int, seed: int = 0, 
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise DataError(f"{out}: exists and is not empty (pass --overwrite)")
     cold = cold_user_split(OutfitDataset.load(src), n, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(out) as tmp:
         for extra in sorted(src.parent.glob("*.npz")):
             if extra.name.startswith(("candidates_", "fitb_", "truth")):
                 shutil.copyfile(extra, tmp / extra.name)
         cold.save(tmp / DATASET_FILE)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.chmod(0o755)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out / DATASET_FILE

@@ -32,14 +32,11 @@ a dataset round-trips its arrays exactly.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.outfits import PAD, SPLITS, Catalogue, DataError, OutfitDataset, Outfits
+from outfitrec.data.outfits import PAD, SPLITS, Catalogue, DataError, OutfitDataset, Outfits, atomic_folder
 
 ITEMS_HEADERS = (["item_id", "category"], ["item_id", "category", "image"])
 OUTFITS_HEADER = ["outfit_id", "user", "split", "item_ids"]
@@ -216,9 +213,7 @@ def write_plain(dataset: OutfitDataset, folder: str | Path, *, write_images: boo
     if len(set(users)) != len(users):
         raise DataError("plain writer: user names are not unique")
     categories = [_check_token("category", c) for c in cat.category_names]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(folder) as tmp:
         images: list[str] | None = None
         if cat.images is not None and write_images:
             from PIL import Image
@@ -251,13 +246,6 @@ def write_plain(dataset: OutfitDataset, folder: str | Path, *, write_images: boo
                 lines.append(f"{int(oid)},{users[int(u)]},{split},{ids}")
         (tmp / "outfits.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(dataset.meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-        tmp.chmod(0o755)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -29,17 +29,14 @@ occupy its first `size` slots (mask True) and the rest is padding.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from outfitrec.data.fitb import FitbQuestions, make_fitb
 from outfitrec.data.negatives import Candidates, category_pools, make_candidates
-from outfitrec.data.outfits import PAD, Catalogue, DataError, OutfitDataset, Outfits
+from outfitrec.data.outfits import PAD, Catalogue, DataError, OutfitDataset, Outfits, atomic_folder
 
 CATEGORY_NAMES = ["top", "bottom", "shoe"]
 HEADER_FIXED = ["user", "top", "bottom", "shoe"]
@@ -415,9 +412,7 @@ def write_polyvore_u(
         body = "\n".join(",".join(map(str, r)) for r in data.tolist())
         return ",".join(header * repeat) + "\n" + (body + "\n" if body else "")
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(folder) as tmp:
         names = {}
         for s in CATEGORY_NAMES:
             names[s] = _image_file_names(cat, per_slot[s])
@@ -449,13 +444,6 @@ def write_polyvore_u(
                 (tmp / FITB_FILE).write_text(table(cand_outfits.users, q_rows, repeat=questions.n_candidates))
         if write_images:
             _write_images(cat, per_slot, names, tmp / "images")
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.chmod(0o755)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {"folder": str(folder), "variable_length": variable, "written": written, "skipped": skipped}
 
 

@@ -11,14 +11,11 @@ half-built output.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from outfitrec.data.fitb import FitbQuestions, fitb_path, write_fitb_files
 from outfitrec.data.negatives import Candidates, candidates_path, write_candidate_files
-from outfitrec.data.outfits import DataError, OutfitDataset
+from outfitrec.data.outfits import DataError, OutfitDataset, atomic_folder
 
 FORMATS = ("difashion", "polyvore-u", "plain", "npz")
 DATASET_FILE = "dataset.npz"
@@ -97,9 +94,7 @@ def prepare(
     if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
         raise DataError(f"{src}: the train split is empty")
     shipped = _source_fitb(src, fmt, dataset)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
+    with atomic_folder(out) as tmp:
         dataset.save(tmp / DATASET_FILE)
         written = {"dataset": out / DATASET_FILE}
         for split, path in write_candidate_files(dataset, tmp, k=k, seed=seed).items():
@@ -110,11 +105,4 @@ def prepare(
         missing = tuple(s for s in ("valid", "test") if s not in shipped)
         for split, path in write_fitb_files(dataset, tmp, seed=seed, splits=missing).items():
             written[f"fitb_{split}"] = out / path.name
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.chmod(0o755)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return written
