@@ -24,9 +24,19 @@ def _checkpoint_dir(run: Path) -> Path:
     raise DataError(f"{run}: neither a run directory (model/) nor a checkpoint folder (model.json)")
 
 
-def load_recommender(run: Path, data: Path | None = None, backend: str = "torch"):
-    """A `Recommender` from a run directory, or from a checkpoint + dataset."""
+def load_recommender(run: Path, data: Path | None = None, backend: str = "torch", threads: int = 1):
+    """A `Recommender` from a run directory, or from a checkpoint + dataset.
+
+    `threads`: torch CPU threads. One by default: the search runs many small
+    matrix products, where threads cost more than they gain (measured on the
+    demo's student while other jobs shared the 2 cores: 436 ms per user with
+    one thread, 979 ms with torch's default of two).
+    """
+    import torch
+
     from outfitrec.recommend.engine import Recommender
+
+    torch.set_num_threads(threads)
 
     if backend not in ("torch", "onnx"):
         raise DataError(f"--backend: {backend!r} is not one of torch, onnx")
