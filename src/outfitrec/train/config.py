@@ -100,7 +100,10 @@ class LossConfig(_Section):
         "null: the distillation term uses the same 1 + K candidates.",
     )
     alpha: float = Field(
-        0.0, description="FND strength: offset Delta_j = alpha * (t - r_u) (soft) or alpha * sign (hard); signed."
+        -0.5,
+        description="FND strength: offset Delta_j = alpha * (t - r_u) (soft) or alpha * sign (hard); signed. "
+        "Default -0.5, chosen by the measured alpha sweep (docs/results/README.md): alpha < 0 (forgive the "
+        "negatives the teacher likes) helped, alpha > 0 (the paper's reading) hurt; 0 is plain softmax.",
     )
     variant: Literal["soft", "hard"] = Field("soft", description="FND offset variant (method.md section 3).")
     threshold: str = Field(
