@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from outfitrec.data.negatives import category_pools
-from outfitrec.data.outfits import PAD, DataError, OutfitDataset, Outfits, save_npz_atomic
+from outfitrec.data.outfits import PAD, DataError, OutfitDataset, Outfits, read_npz_with_header, save_npz_atomic
 
 N_DISTRACTORS = 3
 _KEYS = ("users", "items", "categories", "mask", "outfit_ids", "blank", "candidates")
@@ -101,20 +101,10 @@ class FitbQuestions:
     @classmethod
     def load(cls, path: str | Path, n_users: int | None = None, n_items: int | None = None) -> FitbQuestions:
         """Load a `fitb_{split}.npz`, checking users and items against the dataset's bounds when given."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataError(f"{path}: no such FITB file")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"{path}: cannot read FITB questions ({exc})") from None
-        missing = [k for k in (*_KEYS, "header") if k not in arrays]
+        arrays, header = read_npz_with_header(path, "FITB", "outfitrec-fitb")
+        missing = [k for k in _KEYS if k not in arrays]
         if missing:
             raise DataError(f"{path}: not an outfitrec FITB file (missing {missing})")
-        header = json.loads(arrays["header"].tobytes().decode())
-        if header.get("format") != "outfitrec-fitb":
-            raise DataError(f"{path}: not an outfitrec FITB file")
         try:
             questions = cls(*(arrays[k] for k in _KEYS), meta=header.get("meta", {}))
         except DataError as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.outfits import PAD, DataError, Outfits, save_npz_atomic
+from outfitrec.data.outfits import PAD, DataError, Outfits, read_npz_with_header, save_npz_atomic
 
 MAX_REDRAWS = 50
 
@@ -116,17 +116,7 @@ class Candidates:
     @classmethod
     def load(cls, path: str | Path, n_users: int | None = None, n_items: int | None = None) -> Candidates:
         """Load, checking users and items against the dataset's bounds when given."""
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: no such candidates file")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"{path}: cannot read candidates ({exc})") from exc
-        if "header" not in arrays:
-            raise DataError(f"{path}: not an outfitrec candidates file (no header)")
-        header = json.loads(arrays["header"].tobytes().decode())
+        arrays, header = read_npz_with_header(path, "candidates", "outfitrec-candidates")
         parts = {
             p: Outfits(*(arrays[f"{p}.{k}"] for k in ("users", "items", "categories", "mask", "outfit_ids")))
             for p in ("pos", "neg")

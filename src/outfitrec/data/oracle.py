@@ -16,14 +16,13 @@ A dataset made by ``outfitrec data make-fmnist`` keeps its ground truth in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from outfitrec.data.fmnist import TruthParams, raw_utility
 from outfitrec.data.negatives import Candidates, candidates_path, category_pools, random_mix
-from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
+from outfitrec.data.outfits import DataError, OutfitDataset, Outfits, read_npz_with_header
 from outfitrec.evaluate.baselines import popularity_scores
 from outfitrec.evaluate.metrics import mean_metrics
 
@@ -40,18 +39,9 @@ def truth_path(path: str | Path) -> Path:
 def load_truth(path: str | Path) -> TruthParams:
     """Read truth.npz (a prepared folder or the file), checking every array is there and shapes agree."""
     path = truth_path(path)
-    if not path.exists():
-        raise DataError(f"{path}: no ground truth here (only `outfitrec data make-fmnist` datasets have one)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: cannot read ground truth ({exc})") from exc
-    if "header" not in arrays:
-        raise DataError(f"{path}: not an outfitrec truth file (no header)")
-    header = json.loads(arrays.pop("header").tobytes().decode())
-    if header.get("format") != "outfitrec-truth":
-        raise DataError(f"{path}: key 'header': format {header.get('format')!r}, expected 'outfitrec-truth'")
+    arrays, header = read_npz_with_header(
+        path, "ground truth", "outfitrec-truth", " (no ground truth here: only `outfitrec data make-fmnist` has one)"
+    )
     missing = [k for k in TruthParams.ARRAYS if k not in arrays]
     if missing:
         raise DataError(f"{path}: missing key(s) {missing}")

@@ -259,21 +259,7 @@ class OutfitDataset:
 
     @classmethod
     def load(cls, path: str | Path) -> OutfitDataset:
-        path = Path(path)
-        if not path.exists():
-            raise DataError(f"{path}: no such dataset file")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except ValueError as exc:  # object arrays need pickle: refused
-            raise DataError(f"{path}: not an outfitrec dataset ({exc})") from exc
-        except (OSError, EOFError) as exc:
-            raise DataError(f"{path}: cannot read ({exc})") from exc
-        if "header" not in arrays:
-            raise DataError(f"{path}: not an outfitrec dataset (no header)")
-        header = json.loads(arrays["header"].tobytes().decode())
-        if header.get("format") != "outfitrec-dataset":
-            raise DataError(f"{path}: not an outfitrec dataset")
+        arrays, header = read_npz_with_header(path, "dataset", "outfitrec-dataset")
         catalogue = Catalogue(
             item_category=arrays["item_category"],
             category_names=header["category_names"],
@@ -337,3 +323,29 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_npz_with_header(path: str | Path, what: str, fmt: str, missing_hint: str = "") -> tuple[dict, dict]:
+    """The arrays and the JSON header of an .npz that outfitrec wrote (never unpickled).
+
+    Raises DataError naming the file when it is missing (with `missing_hint`),
+    unreadable, has no header, or a header of another format than `fmt`.
+    The header is removed from the returned arrays.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such {what} file{missing_hint}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError) as exc:  # ValueError: object arrays would need pickle
+        raise DataError(f"{path}: cannot read the {what} ({exc})") from exc
+    if "header" not in arrays:
+        raise DataError(f"{path}: not an outfitrec {what} file (no header)")
+    try:
+        header = json.loads(arrays.pop("header").tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: key 'header': not JSON ({exc})") from exc
+    if header.get("format") != fmt:
+        raise DataError(f"{path}: key 'header': format {header.get('format')!r}, expected {fmt!r}")
+    return arrays, header
