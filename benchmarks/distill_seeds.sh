@@ -10,8 +10,9 @@ SEEDS=${*:-0 1 2}
 train() {  # name seed extra-args...
   local name=$1 seed=$2; shift 2
   [ -f "$OUT/$name-s$seed/metrics.json" ] && return 0
+  # one thread each: two runs share the 2 cores
   .venv/bin/outfitrec train -c fmnist_student --run-dir "$OUT/$name-s$seed" \
-    --set data.seed="$seed" "$@" > "$OUT/$name-s$seed.log" 2>&1
+    --set data.seed="$seed" --set runtime.threads=1 "$@" > "$OUT/$name-s$seed.log" 2>&1
 }
 mkdir -p "$OUT"
 for seed in $SEEDS; do
@@ -20,6 +21,10 @@ for seed in $SEEDS; do
   wait
   train kd "$seed" --set loss.kind=kd --set loss.teacher="$TEACHER" &
   train fnd "$seed" --set loss.kind=fnd --set loss.teacher="$TEACHER" --set loss.alpha=-0.5 &
+  wait
+  train cl "$seed" --set contrastive.enabled=true &
+  train fnd+cl "$seed" --set loss.kind=fnd --set loss.teacher="$TEACHER" --set loss.alpha=-0.5 \
+    --set contrastive.enabled=true &
   wait
 done
 .venv/bin/python - "$OUT" "$TEACHER" $SEEDS <<'PY'
@@ -33,7 +38,7 @@ base = np.array([auc(f"{out}/student-s{s}") for s in seeds])
 print(f"| model | test AUC (mean ± std, {len(seeds)} seeds) | paired Δ vs student | gap to teacher |")
 print("| --- | ---: | ---: | ---: |")
 print(f"| teacher (one run) | {t:.4f} | | |")
-for name in ("student", "kd", "fnd", "fnd+kd"):
+for name in ("student", "kd", "fnd", "fnd+kd", "cl", "fnd+cl"):
     a = np.array([auc(f"{out}/{name}-s{s}") for s in seeds])
     d = a - base
     delta = "" if name == "student" else f"{d.mean():+.4f} ± {d.std(ddof=1):.4f}"
