@@ -562,6 +562,18 @@ def _select_images(
     return np.ascontiguousarray(imgs, dtype=np.uint8), cls.astype(np.int64), item_names
 
 
+def per_user_quantile(users: np.ndarray, values: np.ndarray, n_users: int, quantile: float) -> np.ndarray:
+    """The `quantile` of each user's values ([n_users]; NaN for a user without values)."""
+    out = np.full(n_users, np.nan)
+    order = np.argsort(users, kind="stable")
+    bounds = np.searchsorted(users[order], np.arange(n_users + 1))
+    for u in range(n_users):
+        vals = values[order[bounds[u] : bounds[u + 1]]]
+        if len(vals):
+            out[u] = np.quantile(vals, quantile)
+    return out
+
+
 def generate(
     preset: str = "default",
     seed: int = 0,
@@ -681,14 +693,7 @@ def generate(
 
     train = splits["train"]
     train_util = raw_utility(params, train.users, train.items, train.mask)
-    typical = np.full(cfg.n_users, np.nan)
-    order_u = np.argsort(train.users, kind="stable")
-    bounds = np.searchsorted(train.users[order_u], np.arange(cfg.n_users + 1))
-    for u in range(cfg.n_users):
-        vals = train_util[order_u[bounds[u] : bounds[u + 1]]]
-        if len(vals):
-            typical[u] = np.quantile(vals, cfg.typical_quantile)
-    params.typical = typical
+    params.typical = per_user_quantile(train.users, train_util, cfg.n_users, cfg.typical_quantile)
     params.header = {
         "format": "outfitrec-truth",
         "version": 1,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.fmnist import TruthParams, raw_utility
+from outfitrec.data.fmnist import TruthParams, per_user_quantile, raw_utility
 from outfitrec.data.negatives import Candidates, candidates_path, category_pools, random_mix
 from outfitrec.data.outfits import DataError, OutfitDataset, Outfits, read_npz_with_header
 from outfitrec.evaluate.baselines import popularity_scores
@@ -86,14 +86,7 @@ def typical_utilities(truth: TruthParams, dataset: OutfitDataset, quantile: floa
         raise DataError(f"oracle: quantile must be in [0, 1], got {quantile}")
     train = dataset.split("train")
     util = outfit_utility(truth, train)
-    typical = np.full(truth.n_users, np.nan)
-    order = np.argsort(train.users, kind="stable")
-    bounds = np.searchsorted(train.users[order], np.arange(truth.n_users + 1))
-    for u in range(truth.n_users):
-        vals = util[order[bounds[u] : bounds[u + 1]]]
-        if len(vals):
-            typical[u] = np.quantile(vals, quantile)
-    return typical
+    return per_user_quantile(train.users, util, truth.n_users, quantile)
 
 
 def false_negative_flags(
