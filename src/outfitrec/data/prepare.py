@@ -21,14 +21,46 @@ FORMATS = ("difashion", "polyvore-u", "plain", "npz")
 DATASET_FILE = "dataset.npz"
 
 
-def resolve_dataset_path(path: str | Path) -> Path:
-    """`--data PATH`: a prepared folder (its dataset.npz) or a dataset .npz file itself."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / DATASET_FILE
+def resolve_dataset_path(path: str | Path, origin: str = "") -> Path:
+    """`--data PATH`: a prepared folder (its dataset.npz) or a dataset .npz file itself.
+
+    `origin` names where the path came from (e.g. a config file's key) in the error.
+    """
+    given = Path(path)
+    if given.is_dir() and not (given / DATASET_FILE).is_file():
+        raise DataError(f"{origin + ': ' if origin else ''}{given}: not a prepared dataset folder (no {DATASET_FILE})")
+    path = given / DATASET_FILE if given.is_dir() else given
     if not path.is_file():
-        raise DataError(f"{path}: no such dataset file (expected a prepared folder or a dataset .npz)")
+        raise DataError(
+            f"{origin + ': ' if origin else ''}{path}: no such dataset file (expected a prepared folder or a .npz)"
+        )
     return path
+
+
+def run_data_path(run_dir: str | Path) -> Path:
+    """The dataset.npz a training run used: data.path of its resolved config.yaml.
+
+    data.path is taken as written (absolute, or relative to the working
+    directory), else relative to the run directory.
+    """
+    import yaml
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise DataError(f"{config_path}: missing (not a run directory?); pass --data")
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise DataError(f"{config_path}: not valid YAML ({exc})") from exc
+    data_path = (config or {}).get("data", {}).get("path") if isinstance(config, dict) else None
+    if not data_path:
+        raise DataError(f"{config_path}: key data.path is missing")
+    for base in (Path("."), run_dir):
+        candidate = base / data_path
+        if candidate.exists():
+            return resolve_dataset_path(candidate, f"{config_path}:data.path")
+    raise DataError(f"{config_path}:data.path: {data_path} does not exist")
 
 
 def load_prepared(path: str | Path) -> tuple[OutfitDataset, dict[str, Candidates]]:

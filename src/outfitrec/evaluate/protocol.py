@@ -24,6 +24,7 @@ import torch
 
 from outfitrec.data.negatives import Candidates, candidates_path
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, Outfits
+from outfitrec.data.prepare import resolve_dataset_path, run_data_path
 from outfitrec.evaluate.metrics import fitb_accuracy, mean_metrics
 
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (users [n], items [n,S], mask [n,S]) -> [n]
@@ -31,15 +32,8 @@ ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (users [
 
 def resolve_data(path: str | Path) -> tuple[Path, Path]:
     """(prepared folder, dataset.npz) from either a folder or a dataset.npz inside one."""
-    p = Path(path)
-    if p.is_dir():
-        npz = p / "dataset.npz"
-        if not npz.is_file():
-            raise DataError(f"{p}: not a prepared dataset folder (no dataset.npz)")
-        return p, npz
-    if p.is_file():
-        return p.parent, p
-    raise DataError(f"{p}: no such dataset folder or file")
+    npz = resolve_dataset_path(path)
+    return npz.parent, npz
 
 
 def load_dataset(path: str | Path) -> tuple[OutfitDataset, Path]:
@@ -203,20 +197,6 @@ def model_dir_of(run_or_model: str | Path) -> Path:
     if (p / "model.json").is_file():
         return p
     raise DataError(f"{p}: neither a run directory with a model/ checkpoint nor a model directory")
-
-
-def run_data_path(run_dir: str | Path) -> str:
-    """The dataset a run was trained on (data.path of its resolved config.yaml)."""
-    import yaml
-
-    cfg_path = Path(run_dir) / "config.yaml"
-    if not cfg_path.is_file():
-        raise DataError(f"{cfg_path}: missing (not a run directory?); pass --data")
-    try:
-        raw = yaml.safe_load(cfg_path.read_text())
-        return str(raw["data"]["path"])
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
-        raise DataError(f"{cfg_path}: cannot read data.path ({exc})") from None
 
 
 def load_run_model(run_dir: str | Path, dataset: OutfitDataset, device: str = "cpu"):

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, save_npz_atomic
+from outfitrec.data.prepare import resolve_dataset_path, run_data_path
 from outfitrec.recommend.search import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_SHORTLIST,
@@ -57,37 +57,6 @@ def checkpoint_hash(checkpoint_dir: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-def resolve_dataset_path(path: str | Path, origin: str = "") -> Path:
-    """A prepared dataset folder or a dataset.npz -> the dataset.npz path (DataError naming `origin` if missing)."""
-    path = Path(path)
-    candidate = path / "dataset.npz" if path.is_dir() else path
-    if not candidate.is_file():
-        where = f"{origin}: " if origin else ""
-        raise DataError(f"{where}dataset {path} not found (expected a prepared folder with dataset.npz, or a .npz)")
-    return candidate
-
-
-def run_data_path(run_dir: str | Path) -> Path:
-    """The prepared dataset a run was trained on, from its config.yaml (data.path)."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise DataError(f"{run_dir}: not a run directory (no config.yaml)")
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as exc:
-        raise DataError(f"{config_path}: not valid YAML ({exc})") from exc
-    data_path = (config or {}).get("data", {}).get("path") if isinstance(config, dict) else None
-    if not data_path:
-        raise DataError(f"{config_path}: key data.path is missing")
-    # as written (absolute or relative to the working directory), else relative to the run directory
-    for base in (Path("."), run_dir):
-        candidate = base / data_path
-        if candidate.exists():
-            return resolve_dataset_path(candidate, f"{config_path}:data.path")
-    raise DataError(f"{config_path}:data.path: {data_path} does not exist")
 
 
 class TorchScorer:
