@@ -120,3 +120,21 @@ def test_cli_rejects_bad_input(tiny_data_dir, tmp_path):
         run_experiment("main", tiny_data_dir, scale="huge", out=tmp_path)
     with pytest.raises(DataError, match="unknown name"):
         run_experiment("mian", tiny_data_dir, out=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("kind", "presets"),
+    [("images", ("fmnist_teacher", "fmnist_student")), ("ids", ("difashion_teacher", "difashion_student"))],
+)
+def test_full_scale_trains_what_the_presets_train(kind, presets):
+    """The `full` experiment scale is the dataset presets of `make demo`: same data, model, optim and loss."""
+    from outfitrec.experiments.scales import base_config
+    from outfitrec.train.config import config_from_dict, load_config
+
+    for preset in presets:
+        expected = load_config(preset)
+        role = expected.role
+        got = config_from_dict(base_config(kind, role, "full", str(expected.data.path)), source="test")
+        for section in ("data", "model", "optim"):
+            assert getattr(got, section) == getattr(expected, section), (preset, section)
+        assert (got.loss.kind, got.loss.temperature) == (expected.loss.kind, expected.loss.temperature)
