@@ -145,6 +145,32 @@ def test_cold_users(tiny_dataset, n):
     assert not cold_user_split(tiny_dataset, n, seed=1).splits["train"].equals(train)
 
 
+@pytest.mark.parametrize("n", [1, 2])
+def test_cold_users_among_warm_users(tiny_dataset, tiny_data_dir, tmp_path, n):
+    from outfitrec.data.cold import write_cold_folder
+    from outfitrec.data.negatives import Candidates
+
+    cold = cold_user_split(tiny_dataset, n, seed=0, share=0.5)
+    cold_users = np.array(cold.meta["cold_users"]["users"])
+    assert len(cold_users) == round(0.5 * tiny_dataset.n_users)
+    before = np.bincount(tiny_dataset.splits["train"].users, minlength=cold.n_users)
+    after = np.bincount(cold.splits["train"].users, minlength=cold.n_users)
+    is_cold = np.isin(np.arange(cold.n_users), cold_users)
+    assert (after[is_cold] == np.minimum(n, before[is_cold])).all()
+    assert (after[~is_cold] == before[~is_cold]).all()  # warm users keep every outfit
+
+    file = write_cold_folder(tiny_data_dir, tmp_path / "cold", n, seed=0, share=0.5)
+    full = Candidates.load(tiny_data_dir / "candidates_valid.npz")
+    kept = Candidates.load(file.parent / "candidates_valid.npz")
+    rows = np.flatnonzero(np.isin(full.positives.users, cold_users))
+    assert kept.positives.equals(full.positives.subset(rows))
+    assert set(kept.negatives.users) <= set(cold_users)
+    assert (kept.negatives.users.reshape(-1, kept.k) == kept.positives.users[:, None]).all()
+    assert not list(file.parent.glob("fitb_*"))
+    with pytest.raises(DataError, match="share"):
+        cold_user_split(tiny_dataset, n, share=0.0)
+
+
 def test_cli_commands(tmp_path, tiny_data_dir, tiny_dataset):
     result = runner.invoke(app, ["data", "stats", str(tiny_data_dir)])
     assert result.exit_code == 0, result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -138,3 +139,13 @@ def test_full_scale_trains_what_the_presets_train(kind, presets):
         for section in ("data", "model", "optim"):
             assert getattr(got, section) == getattr(expected, section), (preset, section)
         assert (got.loss.kind, got.loss.temperature) == (expected.loss.kind, expected.loss.temperature)
+
+
+def test_cold_experiment_evaluates_cold_users_only(tiny_data_dir, tmp_path):
+    """The cold study: half the users cold among warm ones; its metrics count the cold users only."""
+    paths = run_experiment("cold", tiny_data_dir, seeds=1, out=tmp_path / "cold", scale="smoke", runs=tmp_path / "runs")
+    rows = {r["variant"]: r for r in _read_csv(paths["runs"])}
+    assert {"teacher-cold1", "student-cold1", "kd-cold1", "fnd-cold5"} <= set(rows)
+    metrics = [json.loads((Path(r["run_dir"]) / "metrics.json").read_text()) for r in rows.values()]
+    assert {m["test"]["n_users"] for m in metrics} <= {5, 6}  # 12 users, half of them cold (some lack a test outfit)
+    assert "cold users' valid/test candidates only" in Path(paths["table"]).read_text()

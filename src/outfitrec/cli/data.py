@@ -124,16 +124,23 @@ def cold(
     path: Path = typer.Argument(..., help="A prepared folder or dataset .npz."),
     out: Path = typer.Argument(..., help="The cold-user prepared folder to write."),
     n: int = typer.Option(1, "--n", min=1, help="Training outfits kept per user."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the choice of kept outfits."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the choice of cold users and kept outfits."),
+    share: float = typer.Option(
+        1.0,
+        "--share",
+        help="Fraction of users made cold; below 1 the others keep all their outfits and the folder's "
+        "valid/test candidates keep the cold users only.",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
-    """Write a prepared folder whose train split keeps N outfits per user (valid/test unchanged)."""
+    """Write a prepared folder whose train split keeps N outfits per cold user."""
     from outfitrec.data.cold import write_cold_folder
     from outfitrec.data.outfits import OutfitDataset
 
-    file = write_cold_folder(path, out, n, seed=seed, overwrite=overwrite)
-    train = OutfitDataset.load(file).splits["train"]
-    print(f"wrote {file}: {len(train)} training outfits ({n} per user at most)")
+    file = write_cold_folder(path, out, n, seed=seed, overwrite=overwrite, share=share)
+    cold = OutfitDataset.load(file)
+    n_cold = len(cold.meta["cold_users"]["users"])
+    print(f"wrote {file}: {len(cold.splits['train'])} training outfits; {n_cold} cold users ({n} outfits each at most)")
 
 
 def register(app: typer.Typer) -> None:

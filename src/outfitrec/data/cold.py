@@ -1,8 +1,15 @@
-"""Cold-user training splits: keep only N training outfits per user (the paper's N = 1 and 5).
+"""Cold-user training splits: keep only N training outfits per cold user (the paper's N = 1 and 5).
 
-Validation and test are left untouched, so a cold-user run is evaluated on
-exactly the same candidates as a full run. Which outfits a user keeps is a
-seeded random choice; users with N outfits or fewer keep them all.
+Two designs, by `share` (the fraction of users made cold):
+- share = 1: every user is cold; validation and test are left untouched, so a
+  cold run is evaluated on exactly the same candidates as a full run.
+- share < 1: cold users inside a warm population (a new user joining a
+  service whose catalogue and other users are known): the other users keep
+  all their training outfits, so the item encoders still learn; the written
+  folder's valid/test candidates keep the cold users' rows only, so every
+  metric measured on it is a cold-user metric.
+Which users are cold and which outfits they keep are seeded random choices;
+users with N outfits or fewer keep them all.
 """
 
 from __future__ import annotations
@@ -12,14 +19,21 @@ from pathlib import Path
 
 import numpy as np
 
+from outfitrec.data.negatives import Candidates
 from outfitrec.data.outfits import DataError, OutfitDataset, atomic_folder
 from outfitrec.data.prepare import DATASET_FILE, resolve_dataset_path
 
 
-def cold_user_split(dataset: OutfitDataset, n: int, seed: int = 0) -> OutfitDataset:
-    """A copy of `dataset` whose train split keeps at most `n` outfits per user (in their original order)."""
+def cold_user_split(dataset: OutfitDataset, n: int, seed: int = 0, share: float = 1.0) -> OutfitDataset:
+    """A copy of `dataset` whose train split keeps at most `n` outfits per cold user (in their original order).
+
+    share: the fraction of users made cold (a seeded choice); the others keep every training outfit.
+    The cold users are listed in meta["cold_users"]["users"].
+    """
     if n < 1:
         raise DataError(f"cold users: n must be at least 1, got {n}")
+    if not 0.0 < share <= 1.0:
+        raise DataError(f"cold users: share must be in (0, 1], got {share}")
     train = dataset.split("train")
     rng = np.random.default_rng(seed)
     # a random key per outfit; within each user keep the n smallest keys
@@ -28,29 +42,60 @@ def cold_user_split(dataset: OutfitDataset, n: int, seed: int = 0) -> OutfitData
     sorted_users = train.users[order]
     first = np.searchsorted(sorted_users, sorted_users, side="left")
     rank = np.arange(len(order)) - first
-    keep = np.sort(order[rank < n])
+    if share >= 1.0:
+        cold_users = np.arange(dataset.n_users)
+    else:
+        n_cold = max(1, int(round(share * dataset.n_users)))
+        cold_users = np.sort(rng.permutation(dataset.n_users)[:n_cold])
+    keep = np.sort(order[(rank < n) | ~np.isin(sorted_users, cold_users)])
     splits = dict(dataset.splits)
     splits["train"] = train.subset(keep)
-    meta = {**dataset.meta, "cold_users": {"n": n, "seed": seed, "train_before": len(train)}}
+    info = {"n": n, "seed": seed, "train_before": len(train), "share": share, "users": cold_users.tolist()}
+    meta = {**dataset.meta, "cold_users": info}
     name = dataset.meta.get("name", "dataset")
     meta["name"] = f"{name}-cold{n}"
     return OutfitDataset(dataset.catalogue, dataset.n_users, splits, meta, dataset.user_names)
 
 
-def write_cold_folder(path: str | Path, out: str | Path, n: int, seed: int = 0, overwrite: bool = False) -> Path:
+def write_cold_folder(
+    path: str | Path, out: str | Path, n: int, seed: int = 0, overwrite: bool = False, share: float = 1.0
+) -> Path:
     """A prepared folder at `out` with the cold train split and the source folder's evaluation files.
 
-    The candidate and FITB files of `path` (valid/test only depend on those
-    splits) are copied, so cold and full runs share their evaluation data.
+    share = 1: the candidate and FITB files of `path` are copied, so cold and
+    full runs share their evaluation data. share < 1: the candidate files keep
+    the cold users' rows only (FITB files are left out: FITB is not a
+    per-user study here).
     """
     src = resolve_dataset_path(path)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise DataError(f"{out}: exists and is not empty (pass --overwrite)")
-    cold = cold_user_split(OutfitDataset.load(src), n, seed)
+    dataset = OutfitDataset.load(src)
+    cold = cold_user_split(dataset, n, seed, share)
+    cold_users = np.asarray(cold.meta["cold_users"]["users"], dtype=np.int64)
     with atomic_folder(out) as tmp:
         for extra in sorted(src.parent.glob("*.npz")):
-            if extra.name.startswith(("candidates_", "fitb_", "truth")):
+            if extra.name.startswith("truth"):
+                shutil.copyfile(extra, tmp / extra.name)
+            elif extra.name.startswith("candidates_"):
+                if share >= 1.0:
+                    shutil.copyfile(extra, tmp / extra.name)
+                else:
+                    candidates = Candidates.load(extra, dataset.n_users, dataset.catalogue.n_items)
+                    restrict_candidates(candidates, cold_users).save(tmp / extra.name)
+            elif extra.name.startswith("fitb_") and share >= 1.0:
                 shutil.copyfile(extra, tmp / extra.name)
         cold.save(tmp / DATASET_FILE)
     return out / DATASET_FILE
+
+
+def restrict_candidates(candidates: Candidates, users: np.ndarray) -> Candidates:
+    """The evaluation candidates of `users` only (each positive with its k negatives)."""
+    rows = np.flatnonzero(np.isin(candidates.positives.users, users))
+    if len(rows) == 0:
+        raise DataError("cold users: none of the cold users has an evaluation candidate")
+    k = candidates.k
+    neg_rows = (rows[:, None] * k + np.arange(k)[None, :]).ravel()
+    meta = {**candidates.meta, "restricted_to_users": len(np.unique(candidates.positives.users[rows]))}
+    return Candidates(candidates.positives.subset(rows), candidates.negatives.subset(neg_rows), k, meta)

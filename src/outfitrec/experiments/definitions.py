@@ -155,23 +155,27 @@ def hard_variants(scale: str) -> list[Variant]:
     ]
 
 
+COLD_SHARE = 0.5  # the fraction of users made cold in the cold-user study
+
+
 def cold_variants(scale: str, cold_dirs: dict[int, str]) -> list[Variant]:
     """Cold users (N training outfits each): teacher (trained on the cold split), plain, KD and FND students.
 
-    A cold run keeps every training outfit of the cold split (no max_train
-    subset) and trains longer: the split is small, so epochs are cheap.
+    Each cold split makes half of the users cold (COLD_SHARE) and keeps the
+    others warm; its evaluation candidates are the cold users' only. A cold
+    run keeps every training outfit of the split (no max_train subset).
     """
     alpha = DISTILL[scale]["alpha"]
     out = []
     for n, path in sorted(cold_dirs.items()):
-        long = {"data": {"max_train": None}, "optim": {"epochs": 12 if scale != "smoke" else 2, "patience": 3}}
+        whole = {"data": {"max_train": None}}
         base = f"student-cold{n}"
         out += [
             Variant(f"teacher-cold{n}", role="teacher", data=path, baseline=base, group=f"cold{n}", x="teacher"),
-            Variant(base, long, data=path, baseline=None, group=f"cold{n}", x="student"),
+            Variant(base, whole, data=path, baseline=None, group=f"cold{n}", x="student"),
             Variant(
                 f"kd-cold{n}",
-                _merge(long, {"loss": {"kind": "kd"}}),
+                _merge(whole, {"loss": {"kind": "kd"}}),
                 uses_teacher=True,
                 data=path,
                 baseline=base,
@@ -180,7 +184,7 @@ def cold_variants(scale: str, cold_dirs: dict[int, str]) -> list[Variant]:
             ),
             Variant(
                 f"fnd-cold{n}",
-                _merge(long, _fnd(alpha)),
+                _merge(whole, _fnd(alpha)),
                 uses_teacher=True,
                 data=path,
                 baseline=base,

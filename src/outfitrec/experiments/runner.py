@@ -109,7 +109,6 @@ class Lab:
         self.progress = progress
         self.kind = dataset_kind(self.data)
         self._teachers: dict[str, Path] = {}
-        self.teacher_overrides: dict[str, dict] = {}  # per dataset path: e.g. more epochs on a cold split
         self.log: list[str] = []
         self._train_data: str | None = None
 
@@ -127,15 +126,15 @@ class Lab:
                 self._train_data = str(self.derived_folder(f"train{cap}", cap))
         return self._train_data
 
-    def derived_folder(self, label: str, n: int) -> Path:
-        """A prepared folder keeping at most n training outfits per user of the source data (made once)."""
+    def derived_folder(self, label: str, n: int, share: float = 1.0) -> Path:
+        """A prepared folder keeping at most n training outfits per cold user (a `share` of the users; made once)."""
         from outfitrec.data.cold import write_cold_folder
         from outfitrec.evaluate.protocol import resolve_data
 
         folder, _ = resolve_data(self.data)
         out = self.runs_root / "data" / f"{_safe(folder.name)}-{label}"
         if not (out / "dataset.npz").is_file():
-            write_cold_folder(folder, out, n, seed=0, overwrite=True)
+            write_cold_folder(folder, out, n, seed=0, overwrite=True, share=share)
         return out
 
     # ------------------------------------------------------------------ configs
@@ -154,7 +153,7 @@ class Lab:
         """The shared teacher run of a dataset (trained on first use, seed 0)."""
         data = data or self.train_data()
         if data not in self._teachers:
-            cfg = self.config("teacher", self.teacher_overrides.get(data, {}), 0, "teacher", data)
+            cfg = self.config("teacher", {}, 0, "teacher", data)
             result = self.run_config(cfg, "teacher")
             self._teachers[data] = result[0]
         return self._teachers[data]
