@@ -171,12 +171,12 @@ def _cost(lab: Lab, out: Path, command: str) -> dict[str, Path]:
 
 
 def _qualitative(lab: Lab, out: Path, command: str) -> dict[str, Path]:
-    """Teacher and plain / best distilled student (seed 0 runs, trained if missing): space and top outfits."""
+    """Teacher, plain student and the best distilled one, FND + CL (seed 0 runs, trained if missing): figures."""
     from outfitrec.evaluate.protocol import load_dataset, load_run_model
     from outfitrec.experiments.qualitative import space_figure, top_outfits_figure
     from outfitrec.experiments.report import primary_split, run_rows
 
-    variants = [v for v in definitions.main_variants(lab.scale) if v.name in ("teacher", "student", "fnd+kd")]
+    variants = [v for v in definitions.main_variants(lab.scale) if v.name in ("teacher", "student", "fnd+cl")]
     results = lab.run_all(variants, [0])
     dataset, folder = load_dataset(lab.train_data())
     models = {r.variant.name: load_run_model(r.run_dir, dataset) for r in results}
