@@ -149,3 +149,20 @@ def test_cold_experiment_evaluates_cold_users_only(tiny_data_dir, tmp_path):
     metrics = [json.loads((Path(r["run_dir"]) / "metrics.json").read_text()) for r in rows.values()]
     assert {m["test"]["n_users"] for m in metrics} <= {5, 6}  # 12 users, half of them cold (some lack a test outfit)
     assert "cold users' valid/test candidates only" in Path(paths["table"]).read_text()
+
+
+def test_backbone_study_adds_the_tiny_id_student_on_id_data_only(tiny_data_dir, tmp_path):
+    """The 6-wide id student (under 1/20 of the id teacher) is a backbone variant on id data, not on images."""
+    images = {v.name for v in definitions.backbone_variants("smoke", "images")}
+    ids = {v.name: v for v in definitions.backbone_variants("smoke", "ids")}
+    assert not any("tiny" in name for name in images)
+    assert {"student-tiny", "fnd+kd-tiny", "mse-tiny"} <= set(ids)
+    assert ids["fnd+kd-tiny"].baseline == "student-tiny" and ids["fnd+kd-tiny"].uses_teacher
+    from outfitrec.experiments.runner import deep_merge
+    from outfitrec.experiments.scales import base_config
+    from outfitrec.train.config import ConfigError, config_from_dict
+
+    raw = deep_merge(base_config("ids", "student", "full", str(tiny_data_dir)), ids["student-tiny"].overrides)
+    assert config_from_dict(raw, source="test").model.size == "tiny"
+    with pytest.raises(ConfigError, match="needs encoder 'id'"):  # a CNN has no tiny preset
+        Lab(tiny_data_dir, tmp_path / "runs", "smoke").config("student", ids["student-tiny"].overrides, 0, "x")

@@ -171,6 +171,16 @@ def test_parameter_counts_and_cnn_sizes(tiny_dataset):
     assert counts["total"] == sum(p.numel() for p in model.parameters()) == counts["backbone"] + counts["rest"]
 
 
+def test_tiny_id_student_is_under_a_twentieth_of_the_id_teacher(tiny_dataset):
+    teacher = make_model(tiny_dataset, encoder="id", size="teacher").parameter_counts()["backbone"]
+    student = make_model(tiny_dataset, encoder="id", size="student").parameter_counts()["backbone"]
+    tiny = make_model(tiny_dataset, encoder="id", size="tiny").parameter_counts()["backbone"]
+    assert student * 16 == teacher  # 8 of 128 wide: the id table dominates, 1/16
+    assert tiny * 20 < teacher and tiny * 128 == teacher * 6
+    with pytest.raises(ValueError, match="tiny"):
+        ModelConfig(encoder="cnn", size="tiny")
+
+
 def test_cnn_takes_rgb_images_of_any_size(tiny_dataset):
     rng = np.random.default_rng(0)
     cat = tiny_dataset.catalogue

@@ -114,6 +114,8 @@ def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:
         share = definitions.COLD_SHARE
         cold_dirs = {n: str(lab.derived_folder(f"cold{n}-share{share:g}", n, share)) for n in (1, 5)}
         return definitions.cold_variants(scale, cold_dirs)
+    if name == "backbone":
+        return definitions.backbone_variants(scale, lab.kind)
     return definitions.TRAINING_EXPERIMENTS[name](scale)
 
 

@@ -85,11 +85,38 @@ def augment_variants(scale: str) -> list[Variant]:
     return out
 
 
-def backbone_variants(scale: str) -> list[Variant]:
-    """Backbone size (student / teacher presets) and embedding size, plain and distilled."""
+def backbone_variants(scale: str, kind: str = "images") -> list[Variant]:
+    """Backbone size (student / teacher presets) and embedding size, plain and distilled.
+
+    On id data (kind "ids") also the "tiny" preset: 6-wide id embeddings, under
+    1/20 of the teacher's backbone where the 8-wide student is 1/16 of it.
+    """
     fnd_kd = _merge(_fnd(DISTILL[scale]["alpha"]), {"loss": {"kind": "fnd+kd"}})
+    tiny = {"model": {"size": "tiny"}}
+    extra = []
+    if kind == "ids":
+        extra = [
+            Variant("student-tiny", tiny, group="size", x="tiny"),
+            Variant(
+                "fnd+kd-tiny",
+                _merge(fnd_kd, tiny),
+                uses_teacher=True,
+                baseline="student-tiny",
+                group="size",
+                x="tiny+fnd+kd",
+            ),
+            Variant(
+                "mse-tiny",
+                _merge(tiny, {"loss": {"kind": "mse"}}),
+                uses_teacher=True,
+                baseline="student-tiny",
+                group="size",
+                x="tiny+mse",
+            ),
+        ]
     return [
         Variant("student", baseline=None, group="size", x="student"),
+        *extra,
         Variant("teacher-size", {"model": {"size": "teacher"}}, group="size", x="teacher"),
         Variant("student-d32", {"model": {"dim": 32}}, group="dim", x=32),
         Variant("student-d128", {"model": {"dim": 128}}, group="dim", x=128),

@@ -43,7 +43,9 @@ CNN_PRESETS: dict[str, dict] = {
     "teacher": {"stem": (48, 5, 2), "convs": ((96, 2), (128, 1)), "grid": 7, "hidden": 160},
     "student": {"stem": (16, 5, 2), "convs": ((32, 2), (48, 2)), "grid": 4, "hidden": 48},
 }
-ID_WIDTHS = {"teacher": 128, "student": 8}  # id/category embedding width per size preset
+# id/category embedding width per size preset. "tiny" (id encoder only) is for data where the id
+# table dominates: 6/128 keeps the student's backbone under 1/20 of the teacher's (8/128 is 1/16).
+ID_WIDTHS = {"teacher": 128, "student": 8, "tiny": 6}
 
 
 class ProjectionHead(nn.Sequential):

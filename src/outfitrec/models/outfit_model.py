@@ -39,8 +39,10 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         "features (cached by `outfitrec features`) + MLP; 'features' any .npy [n_items, F] + MLP; 'id' item-id + "
         "category embeddings (data without images)",
     )
-    size: Literal["teacher", "student"] = pydantic.Field(
-        "teacher", description="backbone size preset: CNN width/depth, or id-embedding width (teacher wide)"
+    size: Literal["teacher", "student", "tiny"] = pydantic.Field(
+        "teacher",
+        description="backbone size preset: CNN width/depth, or id-embedding width (teacher 128, student 8, "
+        "tiny 6: encoder 'id' only)",
     )
     dim: int = pydantic.Field(128, gt=0, description="item and outfit embedding size d (LPAE: 128)")
     heads: int = pydantic.Field(4, gt=0, description="attention heads of the Set Transformer (must divide dim)")
@@ -69,6 +71,8 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
     def _heads_divide_dim(self) -> ModelConfig:
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
+        if self.size == "tiny" and self.encoder != "id":
+            raise ValueError(f"size 'tiny' is an id-embedding width: it needs encoder 'id', not {self.encoder!r}")
         return self
 
 
