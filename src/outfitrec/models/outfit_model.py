@@ -68,7 +68,7 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
     )
 
     @pydantic.model_validator(mode="after")
-    def _heads_divide_dim(self) -> ModelConfig:
+    def _check_sizes(self) -> ModelConfig:
         if self.dim % self.heads:
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
         if self.size == "tiny" and self.encoder != "id":
