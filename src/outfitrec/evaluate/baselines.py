@@ -1,15 +1,50 @@
-"""Non-personal baselines: what can be reached without knowing the user.
+"""Baselines without a training loop: popularity and collaborative filtering on the user x item matrix.
 
 Popularity: an outfit scores the mean number of training outfits its items
 appear in. If a model barely beats it, the data carries little personal taste;
 the Fashion-MNIST generator is checked against it.
+
+Collaborative baselines (EASE, item-kNN, user-kNN, PureSVD) are fitted on the
+user x item matrix of the training outfits, X[u, i] = 1 when item i is in at
+least one of u's training outfits (`binary=True`, the default; `binary=False`
+counts the outfits). Each gives a score to every (user, item) pair; an item
+never seen in training scores 0 for every user. An outfit's score aggregates
+the scores of its real (unmasked) items: `aggregate="mean"` (default), "sum"
+or "max". Padded slots never change a score.
+
+- EASE (Steck 2019): B = I - P / diag(P), P = (X^T X + lam I)^-1, diag(B) = 0;
+  scores X B. With fewer users than items the same B is applied through the
+  Woodbury identity on the users' side, exactly: X P = (X X^T + lam I)^-1 X
+  and diag(P)_j = (1 - x_j^T (X X^T + lam I)^-1 x_j) / lam, so no items x items
+  matrix is ever formed (DiFashion: 517 users, 69,651 items seen in training).
+- item-kNN: cosine similarity between item columns of X (diagonal removed),
+  each item keeping its k most similar items (k=0: all); scores X S.
+- user-kNN: cosine similarity between user rows of X (diagonal removed), each
+  user keeping its k most similar users; scores W X.
+- PureSVD (Cremonesi 2010): the rank-k truncated SVD X ~ U s V^T
+  (scipy.sparse.linalg.svds, ARPACK, fixed start vector); scores X V V^T.
+
+Every fitted baseline is a `ScoreFn` (`evaluate/protocol.py`):
+``fit_baseline("ease", dataset)(users, items, mask) -> np.ndarray [n]``, so it
+can be evaluated with `evaluate_split` or serve as a teacher's score function.
+`BASELINES` is the registry: name -> builder and default hyper-parameters
+(tuned on the DiFashion validation split; see the comments there).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
 
 from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
+
+AGGREGATES = ("mean", "sum", "max")
 
 
 def item_popularity(dataset: OutfitDataset) -> np.ndarray:
@@ -31,3 +66,362 @@ def popularity_scores(dataset: OutfitDataset, outfits: Outfits, popularity: np.n
     values = np.where(outfits.mask, pop[np.where(outfits.mask, outfits.items, 0)], 0.0)
     counts = outfits.mask.sum(axis=1)
     return values.sum(axis=1) / np.maximum(counts, 1)
+
+
+# --------------------------------------------------------------------------- the user x item matrix
+
+
+@dataclass
+class Interactions:
+    """The training user x item matrix restricted to the items seen in training.
+
+    X: CSR float64 [n_users, n_seen]; seen: sorted global item ids of its columns;
+    column_of: global item id -> column, -1 for items never seen in training.
+    """
+
+    X: sp.csr_matrix
+    seen: np.ndarray
+    column_of: np.ndarray
+
+
+def interactions(dataset: OutfitDataset, binary: bool = True) -> Interactions:
+    """X[u, i] = 1 if item i is in one of u's training outfits (binary) or the number of such outfits (counts)."""
+    train = dataset.split("train")
+    rows = np.broadcast_to(train.users[:, None], train.items.shape)[train.mask]
+    items = train.items[train.mask]
+    seen = np.unique(items)
+    column_of = np.full(dataset.catalogue.n_items, -1, dtype=np.int64)
+    column_of[seen] = np.arange(len(seen))
+    X = sp.csr_matrix(
+        (np.ones(len(items)), (rows, column_of[items])), shape=(dataset.n_users, len(seen)), dtype=np.float64
+    )
+    X.sum_duplicates()
+    if binary:
+        X.data[:] = 1.0
+    return Interactions(X, seen, column_of)
+
+
+# --------------------------------------------------------------------------- fitted scorers
+
+
+@dataclass
+class Baseline:
+    """A fitted baseline: per-(user, item) scores and their aggregation over an outfit; a `ScoreFn`.
+
+    The user x item scores are either a dense matrix `dense` [n_users, n_seen]
+    (users x seen items), or a factorisation `user_factors @ item_factors.T`, or
+    a user-independent vector `item_vector` [n_seen]. Items never seen in
+    training (column -1) score 0.
+    """
+
+    name: str
+    params: dict
+    column_of: np.ndarray
+    aggregate: str = "mean"
+    dense: np.ndarray | None = None
+    user_factors: np.ndarray | None = None
+    item_factors: np.ndarray | None = None
+    item_vector: np.ndarray | None = None
+    fit_seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def item_scores(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Score of each (user, item) pair, float64 [m]; 0 for items never seen in training."""
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        if len(items) and (items.min() < 0 or items.max() >= len(self.column_of)):
+            raise DataError(f"{self.name}: an item id is outside 0..{len(self.column_of) - 1}")
+        cols = self.column_of[items]
+        known = cols >= 0
+        out = np.zeros(len(items), dtype=np.float64)
+        u, c = users[known], cols[known]
+        if self.item_vector is not None:
+            out[known] = self.item_vector[c]
+        elif self.dense is not None:
+            out[known] = self.dense[u, c]
+        else:
+            out[known] = np.einsum("ij,ij->i", self.user_factors[u], self.item_factors[c])
+        return out
+
+    def __call__(self, users: np.ndarray, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        mask = np.asarray(mask, dtype=bool)
+        per_slot = np.zeros(items.shape, dtype=np.float64)
+        per_slot[mask] = self.item_scores(np.broadcast_to(users[:, None], items.shape)[mask], items[mask])
+        return aggregate_outfits(per_slot, mask, self.aggregate)
+
+
+def aggregate_outfits(per_slot: np.ndarray, mask: np.ndarray, how: str = "mean") -> np.ndarray:
+    """An outfit's score from its items' scores [n, S] over the real slots: mean, sum or max (0 if empty)."""
+    if how == "sum":
+        return np.where(mask, per_slot, 0.0).sum(axis=1)
+    if how == "mean":
+        return np.where(mask, per_slot, 0.0).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+    if how == "max":
+        out = np.where(mask, per_slot, -np.inf).max(axis=1, initial=-np.inf)
+        return np.where(np.isfinite(out), out, 0.0)
+    raise DataError(f"unknown outfit aggregate {how!r} (expected one of {AGGREGATES})")
+
+
+# --------------------------------------------------------------------------- builders
+
+
+def ease_scores(X: sp.spmatrix, lam: float) -> np.ndarray:
+    """EASE scores X B, dense [n_users, n_items], B = I - P/diag(P), P = (X^T X + lam I)^-1 (diag(B) = 0).
+
+    Inverts the smaller of the items x items and the users x users Gram matrix
+    (the latter through the Woodbury identity); both give the same B exactly.
+    """
+    if lam <= 0:
+        raise DataError(f"ease: lam must be > 0, got {lam}")
+    X = sp.csr_matrix(X, dtype=np.float64)
+    n_users, n_items = X.shape
+    if n_items <= n_users:
+        G = (X.T @ X).toarray()
+        G[np.diag_indices(n_items)] += lam
+        P = np.linalg.inv(G)
+        B = -P / np.diag(P)[None, :]
+        B[np.diag_indices(n_items)] = 0.0
+        return np.asarray(X @ B)
+    K = (X @ X.T).toarray()
+    K[np.diag_indices(n_users)] += lam
+    XP = np.linalg.solve(K, X.toarray())  # X P = (X X^T + lam I)^-1 X   [users, items]
+    diag_p = (1.0 - np.asarray(X.multiply(XP).sum(axis=0)).ravel()) / lam  # x_j^T K^-1 x_j = sum_u X[u,j] XP[u,j]
+    return X.toarray() - XP / diag_p[None, :]
+
+
+def _top_k_rows(S: np.ndarray, k: int) -> np.ndarray:
+    """Keep each row's k largest entries of a dense matrix, zero the rest (k <= 0 or >= width: keep all)."""
+    if k <= 0 or k >= S.shape[1]:
+        return S
+    keep = np.argpartition(-S, k - 1, axis=1)[:, :k]
+    out = np.zeros_like(S)
+    rows = np.arange(S.shape[0])[:, None]
+    out[rows, keep] = S[rows, keep]
+    return out
+
+
+def _top_k_sparse_rows(S: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep each row's k largest stored entries of a CSR matrix (ties broken by column order)."""
+    S = sp.csr_matrix(S)
+    if k <= 0:
+        return S
+    row = np.repeat(np.arange(S.shape[0]), np.diff(S.indptr))
+    order = np.lexsort((S.indices, -S.data, row))
+    rank = np.arange(len(order)) - S.indptr[row[order]]
+    keep = order[rank < k]
+    return sp.csr_matrix((S.data[keep], (row[keep], S.indices[keep])), shape=S.shape)
+
+
+def _row_normalised(X: sp.spmatrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ X)
+
+
+def itemknn_scores(X: sp.spmatrix, k: int = 0) -> np.ndarray:
+    """Item-kNN scores X S, dense [n_users, n_items]: S cosine item-item, diagonal 0, top-k per item (0: all)."""
+    Xc = _row_normalised(sp.csr_matrix(X, dtype=np.float64).T)  # items x users, unit rows
+    X = sp.csr_matrix(X, dtype=np.float64)
+    if k <= 0:  # all neighbours: X (Xn^T Xn - diag) = (X Xn^T) Xn - X diag(S), never forming items x items
+        diag_s = np.asarray(Xc.multiply(Xc).sum(axis=1)).ravel()
+        return np.asarray((X @ Xc) @ Xc.T.toarray()) - X.multiply(diag_s[None, :]).toarray()
+    S = sp.csr_matrix(Xc @ Xc.T)
+    S.setdiag(0.0)
+    S.eliminate_zeros()
+    S = _top_k_sparse_rows(S, k)  # row i: item i's neighbours; score(u, j) = sum_i X[u, i] S[j, i]
+    return np.asarray((X @ S.T).toarray())
+
+
+def userknn_scores(X: sp.spmatrix, k: int = 50) -> np.ndarray:
+    """User-kNN scores W X, dense [n_users, n_items]: W cosine user-user, diagonal 0, top-k per user (0: all)."""
+    X = sp.csr_matrix(X, dtype=np.float64)
+    Xn = _row_normalised(X)
+    W = (Xn @ Xn.T).toarray()
+    np.fill_diagonal(W, 0.0)
+    W = _top_k_rows(W, k)
+    return np.asarray(X.T @ W.T).T
+
+
+def puresvd_factors(X: sp.spmatrix, k: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """PureSVD: (user factors X V [n_users, k], item factors V [n_items, k]) of the rank-k truncated SVD."""
+    X = sp.csr_matrix(X, dtype=np.float64)
+    k = int(k)
+    if not 1 <= k < min(X.shape):
+        raise DataError(f"puresvd: k must be in 1..{min(X.shape) - 1}, got {k}")
+    v0 = np.ones(min(X.shape)) / np.sqrt(min(X.shape))  # fixed start vector: deterministic
+    _, _, vt = svds(X, k=k, v0=v0)
+    V = np.ascontiguousarray(vt.T)
+    return np.asarray(X @ V), V
+
+
+def _fit_popularity(data: Interactions, **_) -> dict:
+    return {"item_vector": np.asarray(data.X.sum(axis=0)).ravel()}
+
+
+def _fit_ease(data: Interactions, lam: float = 100.0, **_) -> dict:
+    return {"dense": ease_scores(data.X, float(lam)).astype(np.float32)}
+
+
+def _fit_itemknn(data: Interactions, k: int = 0, **_) -> dict:
+    return {"dense": itemknn_scores(data.X, int(k)).astype(np.float32)}
+
+
+def _fit_userknn(data: Interactions, k: int = 50, **_) -> dict:
+    return {"dense": userknn_scores(data.X, int(k)).astype(np.float32)}
+
+
+def _fit_puresvd(data: Interactions, k: int = 32, **_) -> dict:
+    users, items = puresvd_factors(data.X, int(k))
+    return {"user_factors": users, "item_factors": items}
+
+
+@dataclass(frozen=True)
+class BaselineSpec:
+    """A registry entry: builder(Interactions, **params) -> Baseline fields, and default hyper-parameters."""
+
+    builder: Callable[..., dict]
+    defaults: dict
+    doc: str
+
+
+# Defaults tuned on the DiFashion validation split (small grids, `outfitrec baseline NAME --set ...`);
+# the comment gives the measured validation AUC (per-user, project candidates) of the chosen setting.
+BASELINES: dict[str, BaselineSpec] = {
+    # counts (binary=False) are popularity's historic definition: outfits an item appears in
+    "popularity": BaselineSpec(_fit_popularity, {"binary": False, "aggregate": "mean"}, "training outfit count"),
+    "ease": BaselineSpec(_fit_ease, {"lam": 100.0, "binary": True, "aggregate": "mean"}, "EASE closed form"),
+    "itemknn": BaselineSpec(_fit_itemknn, {"k": 0, "binary": True, "aggregate": "mean"}, "item-kNN, cosine"),
+    "userknn": BaselineSpec(_fit_userknn, {"k": 50, "binary": True, "aggregate": "mean"}, "user-kNN, cosine"),
+    "puresvd": BaselineSpec(_fit_puresvd, {"k": 32, "binary": True, "aggregate": "mean"}, "PureSVD, rank k"),
+}
+COLLABORATIVE = ("ease", "itemknn", "userknn", "puresvd")
+
+
+def baseline_params(name: str, **params) -> dict:
+    """The registry defaults of `name` updated with `params` (unknown names are a DataError)."""
+    if name not in BASELINES:
+        raise DataError(f"unknown baseline {name!r} (expected one of {sorted(BASELINES)})")
+    spec = BASELINES[name]
+    unknown = sorted(set(params) - set(spec.defaults))
+    if unknown:
+        raise DataError(f"baseline {name}: unknown parameter(s) {unknown} (has {sorted(spec.defaults)})")
+    out = dict(spec.defaults)
+    for key, value in params.items():
+        default = spec.defaults[key]
+        out[key] = _coerce(value, default, f"baseline {name}: {key}")
+    if out["aggregate"] not in AGGREGATES:
+        raise DataError(f"baseline {name}: aggregate must be one of {AGGREGATES}, got {out['aggregate']!r}")
+    return out
+
+
+def _coerce(value, default, where: str):
+    """A parameter value (possibly a string from the command line) in the type of its default."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes"):
+                return True
+            if value.lower() in ("0", "false", "no"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise DataError(f"{where}: cannot read {value!r} as {type(default).__name__}") from None
+    return value
+
+
+def fit_baseline(name: str, dataset: OutfitDataset, **params) -> Baseline:
+    """Fit the baseline `name` (registry defaults updated with `params`) on the dataset's training outfits.
+
+    The result is a `ScoreFn`: ``fit_baseline("ease", ds)(users [n], items [n,S], mask [n,S]) -> [n]``.
+    """
+    full = baseline_params(name, **params)
+    start = time.perf_counter()
+    data = interactions(dataset, binary=bool(full["binary"]))
+    model_params = {k: v for k, v in full.items() if k not in ("binary", "aggregate")}
+    fitted = BASELINES[name].builder(data, **model_params)
+    seconds = time.perf_counter() - start
+    info = {"n_seen_items": len(data.seen), "nnz": int(data.X.nnz)}
+    return Baseline(name, full, data.column_of, full["aggregate"], fit_seconds=seconds, info=info, **fitted)
+
+
+# --------------------------------------------------------------------------- evaluation, cached per dataset
+
+
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def evaluate_baseline(
+    name: str,
+    dataset: OutfitDataset,
+    data_dir: str | Path,
+    split: str,
+    with_fitb: bool = True,
+    cache: bool = True,
+    fitted: Baseline | None = None,
+    **params,
+) -> dict:
+    """A baseline's metrics on `candidates_{split}.npz` (+ FITB), with 'params' and 'fit_seconds'.
+
+    cache: reuse / store the result in `{data_dir}/baselines_cache.json`, keyed by the baseline, its
+    parameters and the size + modification time of dataset.npz and the split's files, so the
+    experiment tables fit each baseline once per dataset (an unwritable folder just skips the cache).
+    fitted: an already fitted baseline to evaluate (skips fitting).
+    """
+    from outfitrec.data.fitb import fitb_path
+    from outfitrec.data.negatives import candidates_path
+    from outfitrec.data.outfits import write_text_atomic
+    from outfitrec.evaluate.protocol import evaluate_split
+
+    folder = Path(data_dir)
+    full = fitted.params if fitted is not None else baseline_params(name, **params)
+    files = [folder / "dataset.npz", candidates_path(folder, split)]
+    if with_fitb and fitb_path(folder, split).is_file():
+        files.append(fitb_path(folder, split))
+    key = None
+    cache_path = folder / "baselines_cache.json"
+    entries: dict = {}
+    if cache and all(f.is_file() for f in files):
+        import json
+
+        key = json.dumps([name, split, sorted(full.items()), [_stamp(f) for f in files]], default=str)
+        try:
+            entries = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        except (OSError, ValueError):
+            entries = {}
+        if key in entries:
+            return dict(entries[key])
+    model = fitted if fitted is not None else fit_baseline(name, dataset, **full)
+    start = time.perf_counter()
+    out = evaluate_split(model, dataset, folder, split, with_fitb)
+    out["params"] = dict(model.params)
+    out["fit_seconds"] = round(model.fit_seconds, 3)
+    out["score_seconds"] = round(time.perf_counter() - start, 3)
+    if key is not None:
+        import json
+
+        entries[key] = out
+        try:
+            write_text_atomic(cache_path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        except OSError:
+            pass
+    return out
+
+
+def evaluate_baselines(
+    dataset: OutfitDataset,
+    data_dir: str | Path,
+    split: str,
+    names: tuple[str, ...] = COLLABORATIVE,
+    with_fitb: bool = True,
+    cache: bool = True,
+) -> dict[str, dict]:
+    """Metrics of several baselines (registry defaults) on a split: {name: metrics}."""
+    return {name: evaluate_baseline(name, dataset, data_dir, split, with_fitb, cache) for name in names}
