@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from outfitrec.cli import baseline as baseline_cli
 from outfitrec.cli import data as data_cli
 from outfitrec.cli import demo as demo_cli
 from outfitrec.cli import experiment as experiment_cli
@@ -31,7 +32,7 @@ def version() -> None:
     print(__version__)
 
 
-for module in (data_cli, features_cli, train_cli, experiment_cli, recommend_cli, demo_cli):
+for module in (data_cli, features_cli, train_cli, experiment_cli, recommend_cli, demo_cli, baseline_cli):
     module.register(app)
 
 

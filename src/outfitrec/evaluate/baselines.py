@@ -33,6 +33,7 @@ can be evaluated with `evaluate_split` or serve as a teacher's score function.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -358,6 +359,18 @@ def _stamp(path: Path) -> list:
     return [path.name, st.st_size, st.st_mtime_ns]
 
 
+def train_fingerprint(dataset: OutfitDataset) -> str:
+    """SHA-1 of the training outfits (users, items, mask) and the catalogue size: what a baseline is fitted on."""
+    import hashlib
+
+    train = dataset.split("train")
+    h = hashlib.sha1()
+    for arr in (train.users, train.items, train.mask, np.asarray([dataset.n_users, dataset.catalogue.n_items])):
+        h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(str(arr.shape).encode())
+    return h.hexdigest()
+
+
 def evaluate_baseline(
     name: str,
     dataset: OutfitDataset,
@@ -371,8 +384,9 @@ def evaluate_baseline(
     """A baseline's metrics on `candidates_{split}.npz` (+ FITB), with 'params' and 'fit_seconds'.
 
     cache: reuse / store the result in `{data_dir}/baselines_cache.json`, keyed by the baseline, its
-    parameters and the size + modification time of dataset.npz and the split's files, so the
-    experiment tables fit each baseline once per dataset (an unwritable folder just skips the cache).
+    parameters, a fingerprint of the training outfits and the size + modification time of the split's
+    candidate (and FITB) files, so evaluation tables and experiments fit each baseline once per dataset
+    (an unwritable folder just skips the cache).
     fitted: an already fitted baseline to evaluate (skips fitting).
     """
     from outfitrec.data.fitb import fitb_path
@@ -382,16 +396,15 @@ def evaluate_baseline(
 
     folder = Path(data_dir)
     full = fitted.params if fitted is not None else baseline_params(name, **params)
-    files = [folder / "dataset.npz", candidates_path(folder, split)]
+    files = [candidates_path(folder, split)]
     if with_fitb and fitb_path(folder, split).is_file():
         files.append(fitb_path(folder, split))
     key = None
     cache_path = folder / "baselines_cache.json"
     entries: dict = {}
     if cache and all(f.is_file() for f in files):
-        import json
-
-        key = json.dumps([name, split, sorted(full.items()), [_stamp(f) for f in files]], default=str)
+        stamps = [_stamp(f) for f in files]
+        key = json.dumps([name, split, sorted(full.items()), train_fingerprint(dataset), stamps], default=str)
         try:
             entries = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
         except (OSError, ValueError):
@@ -405,8 +418,6 @@ def evaluate_baseline(
     out["fit_seconds"] = round(model.fit_seconds, 3)
     out["score_seconds"] = round(time.perf_counter() - start, 3)
     if key is not None:
-        import json
-
         entries[key] = out
         try:
             write_text_atomic(cache_path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
