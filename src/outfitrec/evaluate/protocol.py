@@ -112,7 +112,11 @@ def _score_outfits(score_fn: ScoreFn, outfits: Outfits) -> np.ndarray:
 
 
 def evaluate_scores(score_fn: ScoreFn, candidates: Candidates) -> dict:
-    """Per-user AUC, NDCG (FHN) and NDCG@10 of a score function on fixed candidates, averaged over users."""
+    """Per-user AUC, NDCG (FHN) and NDCG@10 of a score function on fixed candidates, averaged over users.
+
+    Tied scores share their gain (tie-aware NDCG); NaN / inf scores raise
+    `NonFiniteScores` (a ValueError) saying how many outfits got them.
+    """
     pos = _score_outfits(score_fn, candidates.positives)
     neg = _score_outfits(score_fn, candidates.negatives)
     out = mean_metrics(candidates.positives.users, pos, candidates.negatives.users, neg)
