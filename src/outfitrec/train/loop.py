@@ -117,6 +117,7 @@ def setup_runtime(config: RunConfig) -> torch.device:
 
 def build_model(config: RunConfig, dataset: OutfitDataset, device: torch.device) -> nn.Module:
     """A fresh OutfitModel bound to the dataset's catalogue, initialised from the run's seed."""
+    from outfitrec.models.checkpoint import data_numbering
     from outfitrec.models.outfit_model import OutfitModel
 
     torch.manual_seed(config.data.seed)
@@ -125,6 +126,7 @@ def build_model(config: RunConfig, dataset: OutfitDataset, device: torch.device)
     model.bind_catalogue(cat)
     train = dataset.split("train")
     model.set_seen_items(train.items[train.mask])  # encoder 'id': unseen items fall back to their category
+    model.data_numbering = data_numbering(dataset)  # saved in model.json: the checkpoint knows its data
     return model.to(device)
 
 
@@ -139,7 +141,7 @@ def regularizer(model: nn.Module, users: Tensor) -> Tensor:
 @torch.no_grad()
 def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunConfig, device) -> Teacher:
     """Load the teacher frozen, and its r_u from its scores of each user's training positives."""
-    model = load_run_model(path, dataset, str(device))
+    model = load_run_model(path, dataset, str(device), role="teacher")
     for p in model.parameters():
         p.requires_grad_(False)
     scorer = CachedScorer(model, train.items[train.mask], config.runtime.eval_batch_size)
