@@ -14,10 +14,16 @@ every file is opened through `safe_pickle.load_pickled_npy`, never with
 - valid split: `valid_grd.npy`. Its user is not stored: outfit ids are given
   out in one block per user (train, then valid, then test), so a validation
   outfit belongs to the user whose train block starts last before its id.
-- No test split: the release withholds it.
-- FITB: `fitb_valid_dict.npy` (outfit with the blank as item 0) and
-  `fitb_valid_retrieval_candidates.npy` ([true item, 4 distractors]) become
-  `FitbQuestions`. Its distractors are not of the blank's category.
+- test split: `test_grd.npy` when present (the full release; our shared copy
+  withholds it), same layout as `valid_grd.npy`. Test outfit ids follow each
+  user's validation block, so the same id-block rule gives their user.
+  `test_history.npy` / `valid_history.npy` (per-user items by category) are
+  only checked when present (users and items known); models take the history
+  from the training outfits.
+- FITB: `fitb_{split}_dict.npy` (outfit with the blank as item 0) and
+  `fitb_{split}_retrieval_candidates.npy` ([true item, 4 distractors]) become
+  `FitbQuestions` (split valid, and test when present). Its distractors are
+  not of the blank's category.
 """
 
 from __future__ import annotations
@@ -168,8 +174,50 @@ def _valid_users(oids: np.ndarray, block_starts: np.ndarray, block_users: np.nda
     return block_users[pos]
 
 
+def _grd_split(
+    root: Path,
+    name: str,
+    taken: np.ndarray,
+    block_starts: np.ndarray,
+    block_users: np.ndarray,
+    catalogue: Catalogue,
+    mapper: _Mapper,
+) -> Outfits:
+    """A `{name}_grd.npy` split (dict oid -> {'outfits', 'category'}); `taken`: outfit ids of earlier splits."""
+    path = _file(root, f"{name}_grd.npy")
+    grd = _need(load_pickled_npy(path), dict, str(path))
+    if not grd:
+        raise DataError(f"{path}: the {name} split is empty")
+    split_oids = sorted(_as_int(k, f"{path}: key {k!r}") for k in grd)
+    rows, cats = [], []
+    for oid in split_oids:
+        entry = _need(grd[oid], dict, f"{path}: key {oid}")
+        if "outfits" not in entry or "category" not in entry:
+            raise DataError(f"{path}: key {oid}: needs 'outfits' and 'category'")
+        rows.append(list(entry["outfits"]))
+        cats.append(list(entry["category"]))
+    oids = np.asarray(split_oids, dtype=np.int64)
+    clash = np.intersect1d(oids, taken)
+    if len(clash):
+        raise DataError(f"{path}: key {int(clash[0])}: outfit id also used by a train or valid outfit")
+    users = _valid_users(oids, block_starts, block_users, str(path))
+    return _outfits(users, rows, cats, split_oids, catalogue, mapper, str(path))
+
+
+def _check_history(path: Path, user_names: np.ndarray, mapper: _Mapper) -> None:
+    """A `*_history.npy` file (user -> {category: [item ids]}): every user and item must be known."""
+    history = _need(load_pickled_npy(path), dict, str(path))
+    known = set(user_names.astype(np.int64).tolist())
+    for user, per_cat in history.items():
+        where = f"{path}: key {user!r}"
+        if _as_int(user, where) not in known:
+            raise DataError(f"{where}: unknown user")
+        for cat, items in _need(per_cat, dict, where).items():
+            mapper(list(items), f"{where}/{cat!r}")
+
+
 def load_difashion(path: str | Path = DEFAULT_PATH) -> OutfitDataset:
-    """The DiFashion Polyvore-519 release as an OutfitDataset with splits train and valid."""
+    """The DiFashion Polyvore-519 release as an OutfitDataset: splits train, valid, and test when present."""
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: no such DiFashion data folder")
@@ -186,46 +234,53 @@ def load_difashion(path: str | Path = DEFAULT_PATH) -> OutfitDataset:
     order = np.argsort(starts, kind="stable")
     block_starts, block_users = starts[order], order
 
-    valid_path = _file(root, "valid_grd.npy")
-    grd = _need(load_pickled_npy(valid_path), dict, str(valid_path))
-    if not grd:
-        raise DataError(f"{valid_path}: the valid split is empty")
-    valid_oids = sorted(_as_int(k, f"{valid_path}: key {k!r}") for k in grd)
-    v_rows, v_cats = [], []
-    for oid in valid_oids:
-        entry = _need(grd[oid], dict, f"{valid_path}: key {oid}")
-        if "outfits" not in entry or "category" not in entry:
-            raise DataError(f"{valid_path}: key {oid}: needs 'outfits' and 'category'")
-        v_rows.append(list(entry["outfits"]))
-        v_cats.append(list(entry["category"]))
-    v_oids = np.asarray(valid_oids, dtype=np.int64)
-    clash = np.intersect1d(v_oids, oid_arr)
-    if len(clash):
-        raise DataError(f"{valid_path}: key {int(clash[0])}: outfit id also used by a training outfit")
-    valid_users = _valid_users(v_oids, block_starts, block_users, str(valid_path))
-    valid = _outfits(valid_users, v_rows, v_cats, valid_oids, catalogue, mapper, str(valid_path))
+    blocks = (block_starts, block_users, catalogue, mapper)
+    splits = {"train": train, "valid": _grd_split(root, "valid", oid_arr, *blocks)}
+    if (root / "test_grd.npy").is_file():
+        taken = np.concatenate([oid_arr, splits["valid"].outfit_ids])
+        splits["test"] = _grd_split(root, "test", taken, *blocks)
+    for name in ("valid_history.npy", "test_history.npy"):
+        if (root / name).is_file():
+            _check_history(root / name, user_source, mapper)
 
     meta = {
         "name": "polyvore-u-difashion-519",
         "source": "DiFashion release of Polyvore-U 519",
         "path": str(root),
-        "note": "no test split in this release; validation users derived from outfit-id blocks",
+        "note": ("test split from test_grd.npy" if "test" in splits else "no test split in this release")
+        + "; validation/test users derived from outfit-id blocks",
     }
-    return OutfitDataset(catalogue, len(user_source), {"train": train, "valid": valid}, meta, user_source.astype(str))
+    return OutfitDataset(catalogue, len(user_source), splits, meta, user_source.astype(str))
 
 
-def load_difashion_fitb(path: str | Path, dataset: OutfitDataset) -> FitbQuestions:
-    """The release's validation FITB questions in our arrays (5 candidates, the true item first).
+def difashion_fitb_splits(root: str | Path, dataset: OutfitDataset) -> list[str]:
+    """The splits whose FITB files the release holds and the dataset has (valid; test when present)."""
+    root = Path(root)
+    return [
+        s
+        for s in ("valid", "test")
+        if s in dataset.splits
+        and (root / f"fitb_{s}_dict.npy").is_file()
+        and (root / f"fitb_{s}_retrieval_candidates.npy").is_file()
+    ]
 
-    `dataset` must be `load_difashion(path)`: its valid outfits give the full
-    outfit and the user (checked against the FITB file's user key).
+
+def load_difashion_fitb(path: str | Path, dataset: OutfitDataset, split: str = "valid") -> FitbQuestions:
+    """The release's FITB questions of a split (valid or test) in our arrays (5 candidates, the true item first).
+
+    `dataset` must be `load_difashion(path)`: its outfits of that split give the
+    full outfit and the user (checked against the FITB file's user key).
     """
     root = Path(path)
-    q_path = _file(root, "fitb_valid_dict.npy")
-    c_path = _file(root, "fitb_valid_retrieval_candidates.npy")
+    if split not in ("valid", "test"):
+        raise DataError(f"DiFashion FITB: split must be valid or test, got {split!r}")
+    if split not in dataset.splits:
+        raise DataError(f"{root}: the dataset has no {split} split ({split}_grd.npy missing)")
+    q_path = _file(root, f"fitb_{split}_dict.npy")
+    c_path = _file(root, f"fitb_{split}_retrieval_candidates.npy")
     questions = _need(load_pickled_npy(q_path), dict, str(q_path))
     cand = _need(load_pickled_npy(c_path), dict, str(c_path))
-    valid = dataset.split("valid")
+    valid = dataset.split(split)
     row_of = {int(o): i for i, o in enumerate(valid.outfit_ids)}
     user_of = {name: i for i, name in enumerate(dataset.user_names.tolist())}
     source_ids = dataset.catalogue.item_names.astype(np.int64)
@@ -242,7 +297,7 @@ def load_difashion_fitb(path: str | Path, dataset: OutfitDataset) -> FitbQuestio
             where = f"{q_path}: key {u_key}/{oid}"
             row = row_of.get(_as_int(oid, where))
             if row is None:
-                raise DataError(f"{where}: outfit is not in valid_grd.npy")
+                raise DataError(f"{where}: outfit is not in {split}_grd.npy")
             if valid.users[row] != user:
                 raise DataError(
                     f"{where}: outfit belongs to user {dataset.user_names[valid.users[row]]} by its id block"
@@ -266,7 +321,7 @@ def load_difashion_fitb(path: str | Path, dataset: OutfitDataset) -> FitbQuestio
     if len(widths) != 1:
         raise DataError(f"{c_path}: questions have different numbers of candidates {sorted(widths)}")
     sub = valid.subset(np.asarray(rows))
-    meta = {"split": "valid", "dataset": dataset.meta.get("name", ""), "source": "difashion release"}
+    meta = {"split": split, "dataset": dataset.meta.get("name", ""), "source": "difashion release"}
     return FitbQuestions(
         sub.users, sub.items, sub.categories, sub.mask, sub.outfit_ids, np.asarray(blanks), np.stack(cands), meta
     )
