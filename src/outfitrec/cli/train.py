@@ -55,6 +55,9 @@ def train_cmd(
     rows = {f"model ({split})": metrics[split] for split in ("valid", "test") if split in metrics}
     for split, m in metrics.get("popularity", {}).items():
         rows[f"popularity ({split})"] = m
+    for split in ("valid", "test"):
+        for name, m in metrics.get(split, {}).get("baselines", {}).items():
+            rows[f"{name} ({split})"] = m
     typer.echo(format_table(rows))
     typer.echo(f"run directory: {run_dir}")
 
@@ -74,6 +77,8 @@ def evaluate_cmd(
     rows = {f"model ({split})": metrics}
     if "popularity" in metrics:
         rows[f"popularity ({split})"] = metrics["popularity"]
+    for name, m in metrics.get("baselines", {}).items():
+        rows[f"{name} ({split})"] = m
     typer.echo(format_table(rows))
     target = out if out is not None else (run / f"eval_{split}.json" if run.is_dir() else Path(f"eval_{split}.json"))
     write_text_atomic(target, dumps(metrics))

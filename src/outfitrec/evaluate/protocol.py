@@ -184,12 +184,23 @@ def evaluate_model(
     batch_size: int = 512,
     with_popularity: bool = True,
     with_fitb: bool = True,
+    with_baselines: bool = True,
 ) -> dict:
-    """A model's metrics on a split, plus the popularity baseline's under key 'popularity' when available."""
+    """A model's metrics on a split, plus the baselines' on the same candidates.
+
+    Popularity under key 'popularity'; the collaborative baselines (EASE,
+    item-kNN, user-kNN, PureSVD with the registry's defaults, fitted on the
+    dataset's training outfits, cached per dataset in the data folder) under
+    'baselines': {name: metrics} (`evaluate/baselines.py`).
+    """
     out = evaluate_split(CachedScorer(model, None, batch_size), dataset, data_dir, split, with_fitb)
     pop = popularity_score_fn(dataset) if with_popularity else None
     if pop is not None:
         out["popularity"] = evaluate_split(pop, dataset, data_dir, split, with_fitb)
+    if with_baselines:
+        from outfitrec.evaluate.baselines import evaluate_baselines
+
+        out["baselines"] = evaluate_baselines(dataset, data_dir, split, with_fitb=with_fitb)
     return out
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from outfitrec.data.outfits import DataError, write_text_atomic
 from outfitrec.experiments import definitions
-from outfitrec.experiments.report import to_csv, write_results
+from outfitrec.experiments.report import primary_split, to_csv, write_results
 from outfitrec.experiments.runner import Lab, Variant
 
 EXPERIMENTS = (
@@ -102,10 +102,23 @@ def run_experiment(
         notes = _notes(name, lab, scale)
         if lab.missing:
             notes += "\n- Not finished when this table was written (left out): " + ", ".join(lab.missing) + "."
-        paths = write_results(out, name, results, TITLES[name], command, notes)
+        baselines = _baselines(lab, primary_split(results)) if name != "cold" and results else None
+        paths = write_results(out, name, results, TITLES[name], command, notes, baselines)
     write_text_atomic(out / "log.txt", "\n".join(lab.log) + "\n")
     paths["log"] = out / "log.txt"
     return paths
+
+
+def _baselines(lab: Lab, split: str) -> dict[str, dict]:
+    """Popularity and the collaborative baselines on the runs' training data and the split's candidates.
+
+    Fitted once per dataset: the metrics are cached in the data folder (`evaluate.baselines.evaluate_baseline`).
+    """
+    from outfitrec.evaluate.baselines import BASELINES, evaluate_baselines
+    from outfitrec.evaluate.protocol import load_dataset
+
+    dataset, folder = load_dataset(lab.train_data())
+    return evaluate_baselines(dataset, folder, split, names=tuple(BASELINES))
 
 
 def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:

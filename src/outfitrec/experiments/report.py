@@ -173,10 +173,31 @@ def _fmt(v, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
+def baselines_table(baselines: dict[str, dict], split: str) -> str:
+    """Baselines without a training loop (popularity, EASE, kNN, PureSVD) as a Markdown table, one row each."""
+    head = ["baseline", f"{split} AUC", f"{split} NDCG", "NDCG@10", "FITB", "params", "fit s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] + [" ---: "] * 4 + [" --- ", " ---: "]) + "|"]
+    for name, m in baselines.items():
+        params = ", ".join(f"{k}={v}" for k, v in sorted(m.get("params", {}).items()))
+        cells = [name] + [_fmt(m.get(k), 4) for k in ("auc", "ndcg", "ndcg@10", "fitb")]
+        lines.append("| " + " | ".join(cells + [params or "-", _fmt(m.get("fit_seconds"), 1)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(
-    out: Path, name: str, results: list[RunResult], title: str, commands: str, notes: str = ""
+    out: Path,
+    name: str,
+    results: list[RunResult],
+    title: str,
+    commands: str,
+    notes: str = "",
+    baselines: dict[str, dict] | None = None,
 ) -> dict[str, Path]:
-    """runs.csv, summary.csv, table.md (+ a bar or sweep plot) for one experiment into `out`."""
+    """runs.csv, summary.csv, table.md (+ a bar or sweep plot) for one experiment into `out`.
+
+    baselines: {name: metrics} of the baselines without a training loop on the same split and
+    candidates (`evaluate.baselines.evaluate_baselines`), shown under the runs' table and in baselines.csv.
+    """
     out.mkdir(parents=True, exist_ok=True)
     split = primary_split(results)
     rows = run_rows(results)
@@ -193,6 +214,15 @@ def write_results(
         "",
         markdown_table(summary, split),
     ]
+    if baselines:
+        md += [
+            "Baselines without a training loop, fitted on the same training outfits and scored on the same "
+            "candidates (outfit score = mean of its items' scores; `outfitrec baseline NAME --data ...`):",
+            "",
+            baselines_table(baselines, split),
+        ]
+        paths["baselines"] = out / "baselines.csv"
+        write_text_atomic(paths["baselines"], to_csv([{"baseline": k, **_flat(v)} for k, v in baselines.items()]))
     if notes:
         md += [notes, ""]
     md += ["Reproduce:", "", "```", commands, "```", ""]
@@ -201,6 +231,13 @@ def write_results(
     if plot_summary(summary, plot, title, split):
         paths["plot"] = plot
     return paths
+
+
+def _flat(metrics: dict) -> dict:
+    """A baseline's metrics with its params flattened to `param_<name>` columns (no nested dicts in CSV)."""
+    out = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    out.update({f"param_{k}": v for k, v in metrics.get("params", {}).items()})
+    return out
 
 
 def plot_summary(summary: list[dict], path: Path, title: str, split: str) -> bool:
