@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from enum import StrEnum
 from pathlib import Path
 
@@ -12,6 +13,16 @@ from outfitrec.cli import fmnist as fmnist_cli
 
 data_app = typer.Typer(help="Build, convert, inspect and check outfit datasets.", no_args_is_help=True)
 fmnist_cli.register_data(data_app)
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+@data_app.callback()
+def _data_group() -> None:
+    """Warnings of the data commands are printed as one line each (`warning: ...`)."""
+    warnings.formatwarning = _one_line_warning
 
 
 class SourceFormat(StrEnum):
@@ -78,13 +89,16 @@ def negatives(
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: beside the dataset)."),
 ) -> None:
     """(Re)write the fixed evaluation candidates of splits: candidates_{split}.npz (or _hard)."""
-    from outfitrec.data.negatives import category_pools, make_candidates, write_candidate_files
+    from outfitrec.data.negatives import category_pools, check_seed, make_candidates, provenance, write_candidate_files
     from outfitrec.data.outfits import DataError, OutfitDataset
     from outfitrec.data.prepare import resolve_dataset_path
 
+    check_seed(seed)
     file = resolve_dataset_path(path)
     dataset = OutfitDataset.load(file)
     target = out if out is not None else file.parent
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target}: exists and is a file, not a folder")
     wanted = tuple(s.strip() for s in splits.split(",") if s.strip())
     for split in wanted:
         dataset.split(split)  # clear error for a missing or empty split
@@ -95,7 +109,8 @@ def negatives(
         for offset, split in enumerate(wanted):
             positives = dataset.split(split)
             pools = category_pools(positives.items, dataset.catalogue.item_category)
-            cands = make_candidates(positives, pools, k=k, seed=seed + offset, kind="hard", meta={"split": split})
+            meta = {"split": split, **provenance(dataset)}
+            cands = make_candidates(positives, pools, k=k, seed=seed + offset, kind="hard", meta=meta)
             written[split] = Path(target) / f"candidates_{split}_hard.npz"
             cands.save(written[split])
     if not written:

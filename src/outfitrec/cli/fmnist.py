@@ -43,7 +43,11 @@ def make_fmnist(
 ) -> None:
     """Generate a Fashion-MNIST outfit dataset with known ground truth into a prepared folder."""
     from outfitrec.data.fmnist import generate, preset_config, write_fmnist
+    from outfitrec.data.io import check_output_folder
+    from outfitrec.data.negatives import check_seed
 
+    check_seed(seed)
+    check_output_folder(out, (fmnist_dir,), overwrite)  # fail before generating
     start = time.perf_counter()
     config = preset_config(
         preset.value,
@@ -63,7 +67,7 @@ def make_fmnist(
         config=config if overridden else None,
         progress=True,
     )
-    summary = write_fmnist(data, out, k=k, seed=seed, polyvore_u=polyvore_u, overwrite=overwrite)
+    summary = write_fmnist(data, out, k=k, seed=seed, polyvore_u=polyvore_u, overwrite=overwrite, inputs=(fmnist_dir,))
     summary["total_s"] = round(time.perf_counter() - start, 3)
     print(json.dumps(summary, indent=1))
 

@@ -14,14 +14,14 @@ users with N outfits or fewer keep them all.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.negatives import Candidates
-from outfitrec.data.outfits import DataError, OutfitDataset, atomic_folder
-from outfitrec.data.prepare import DATASET_FILE, resolve_dataset_path
+from outfitrec.data.io import atomic_folder, check_output_folder, write_manifest
+from outfitrec.data.negatives import Candidates, check_seed
+from outfitrec.data.outfits import DataError, OutfitDataset, restamp_npz
+from outfitrec.data.prepare import DATASET_FILE, folder_facts, resolve_dataset_path
 
 
 def cold_user_split(dataset: OutfitDataset, n: int, seed: int = 0, share: float = 1.0) -> OutfitDataset:
@@ -62,31 +62,29 @@ def write_cold_folder(
 ) -> Path:
     """A prepared folder at `out` with the cold train split and the source folder's evaluation files.
 
-    share = 1: the candidate and FITB files of `path` are copied, so cold and
-    full runs share their evaluation data. share < 1: the candidate files keep
+    share = 1: the candidate and FITB files of `path` are copied (recording the
+    cold dataset's fingerprint), so cold and full runs share their evaluation data. share < 1: the candidate files keep
     the cold users' rows only (FITB files are left out: FITB is not a
     per-user study here).
     """
     src = resolve_dataset_path(path)
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise DataError(f"{out}: exists and is not empty (pass --overwrite)")
+    check_seed(seed)
+    out = check_output_folder(out, [src.parent], overwrite)
     dataset = OutfitDataset.load(src)
     cold = cold_user_split(dataset, n, seed, share)
     cold_users = np.asarray(cold.meta["cold_users"]["users"], dtype=np.int64)
     with atomic_folder(out) as tmp:
-        for extra in sorted(src.parent.glob("*.npz")):
-            if extra.name.startswith("truth"):
-                shutil.copyfile(extra, tmp / extra.name)
-            elif extra.name.startswith("candidates_"):
-                if share >= 1.0:
-                    shutil.copyfile(extra, tmp / extra.name)
-                else:
-                    candidates = Candidates.load(extra, dataset.n_users, dataset.catalogue.n_items)
-                    restrict_candidates(candidates, cold_users).save(tmp / extra.name)
-            elif extra.name.startswith("fitb_") and share >= 1.0:
-                shutil.copyfile(extra, tmp / extra.name)
         cold.save(tmp / DATASET_FILE)
+        for extra in sorted(p for p in src.parent.glob("*.npz") if not p.name.startswith(".")):
+            if extra.name.startswith("truth") or (extra.name.startswith("fitb_") and share >= 1.0):
+                restamp_npz(extra, tmp / extra.name, cold.fingerprint)
+            elif extra.name.startswith("candidates_"):
+                candidates = Candidates.load(extra, dataset.n_users, dataset.catalogue.n_items)
+                if share < 1.0:
+                    candidates = restrict_candidates(candidates, cold_users)
+                candidates.meta["dataset_fingerprint"] = cold.fingerprint
+                candidates.save(tmp / extra.name)
+        write_manifest(tmp, "cold", **folder_facts(cold, tmp / DATASET_FILE, seed=seed, source=str(src)))
     return out / DATASET_FILE
 
 

@@ -17,16 +17,30 @@ File `fitb_{split}.npz` (written atomically, no pickle):
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.negatives import category_pools
-from outfitrec.data.outfits import PAD, DataError, OutfitDataset, Outfits, read_npz_with_header, save_npz_atomic
+from outfitrec.data.negatives import category_pools, check_seed, provenance
+from outfitrec.data.outfits import (
+    PAD,
+    DataError,
+    OutfitDataset,
+    Outfits,
+    check_fingerprint,
+    read_npz_with_header,
+    recorded_fingerprint,
+    save_npz_atomic,
+)
 
 N_DISTRACTORS = 3
 _KEYS = ("users", "items", "categories", "mask", "outfit_ids", "blank", "candidates")
+
+
+class NoFitbQuestions(DataError):
+    """No question can be drawn: every category of the outfits has too few items for the distractors."""
 
 
 @dataclass
@@ -92,6 +106,17 @@ class FitbQuestions:
         cats[np.arange(len(rep)), slot] = np.asarray(item_category)[flat]
         return Outfits(self.users[rep], items, cats, self.mask[rep], self.outfit_ids[rep])
 
+    def without_answer_repeats(self) -> tuple[FitbQuestions, int]:
+        """(the questions none of whose distractors equals the answer, how many were dropped)."""
+        keep = ~(self.candidates[:, 1:] == self.candidates[:, :1]).any(axis=1)
+        if keep.all():
+            return self, 0
+        rows = np.flatnonzero(keep)
+        kept = FitbQuestions(
+            *(getattr(self, k)[rows] for k in _KEYS), meta={**self.meta, "dropped_answer_repeats": int((~keep).sum())}
+        )
+        return kept, int((~keep).sum())
+
     def save(self, path: str | Path) -> None:
         arrays = {k: getattr(self, k) for k in _KEYS}
         header = {"format": "outfitrec-fitb", "meta": self.meta}
@@ -102,6 +127,7 @@ class FitbQuestions:
     def load(cls, path: str | Path, n_users: int | None = None, n_items: int | None = None) -> FitbQuestions:
         """Load a `fitb_{split}.npz`, checking users and items against the dataset's bounds when given."""
         arrays, header = read_npz_with_header(path, "FITB", "outfitrec-fitb")
+        check_fingerprint(path, recorded_fingerprint(header), Path(path).parent / "dataset.npz")
         missing = [k for k in _KEYS if k not in arrays]
         if missing:
             raise DataError(f"{path}: not an outfitrec FITB file (missing {missing})")
@@ -138,6 +164,7 @@ def make_fitb(
     few items in `pools` (a small split) draws from `fallback_pools` (e.g. the
     whole catalogue's items of that category) when given.
     """
+    check_seed(seed)
     if len(positives) == 0:
         raise DataError("fitb: the split has no positive outfits")
     rng = np.random.default_rng(seed)
@@ -164,7 +191,9 @@ def make_fitb(
         blanks.append(slot)
         cands.append([true_item, *pool[picks].tolist()])
     if not kept:
-        raise DataError(f"fitb: no outfit has a category with more than {n_distractors} items to draw distractors")
+        raise NoFitbQuestions(
+            f"fitb: no outfit has a category with more than {n_distractors} items to draw distractors"
+        )
     sub = positives.subset(np.asarray(kept))
     info = {"seed": seed, "n_distractors": n_distractors, "skipped": len(positives) - len(kept), **(meta or {})}
     return FitbQuestions(
@@ -183,23 +212,38 @@ def write_fitb_files(
     seed: int = 0,
     splits: tuple[str, ...] = ("valid", "test"),
     n_distractors: int = N_DISTRACTORS,
+    optional: bool = False,
 ) -> dict[str, Path]:
-    """Write `fitb_{split}.npz` for each non-empty split present; split s uses seed + its index."""
-    written = {}
+    """Write `fitb_{split}.npz` for each non-empty split present; split s uses seed + its index.
+
+    optional: a split where no question can be drawn (categories too small) is
+    skipped with a warning instead of raising DataError.
+    """
+    written, skipped, reason = {}, [], ""
     for offset, split in enumerate(splits):
         if split not in dataset.splits or len(dataset.splits[split]) == 0:
             continue
         positives = dataset.split(split)
         pools = category_pools(positives.items, dataset.catalogue.item_category)
-        questions = make_fitb(
-            positives,
-            pools,
-            seed=seed + offset,
-            n_distractors=n_distractors,
-            meta={"split": split, "dataset": dataset.meta.get("name", ""), "source": "generated"},
-            fallback_pools=dataset.catalogue.items_by_category(),
-        )
+        try:
+            questions = make_fitb(
+                positives,
+                pools,
+                seed=seed + offset,
+                n_distractors=n_distractors,
+                meta={"split": split, **provenance(dataset), "source": "generated"},
+                fallback_pools=dataset.catalogue.items_by_category(),
+            )
+        except NoFitbQuestions as exc:
+            if not optional:
+                raise
+            skipped.append(split)
+            reason = str(exc)
+            continue
         path = fitb_path(data_dir, split)
         questions.save(path)
         written[split] = path
+    if skipped:
+        names = ", ".join(f"fitb_{s}.npz" for s in skipped)
+        warnings.warn(f"{reason}; {names} not written (FITB files are optional)", stacklevel=2)
     return written

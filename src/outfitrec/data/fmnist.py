@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from outfitrec.data.io import atomic_file, atomic_folder, check_output_folder, write_manifest
+from outfitrec.data.negatives import check_seed
 from outfitrec.data.outfits import PAD, Catalogue, DataError, OutfitDataset, Outfits, save_npz_atomic
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -585,8 +587,9 @@ def generate(
     """Generate the dataset and its truth in memory (deterministic for one seed and config).
 
     images: 'fmnist' (the real images; DataError with the install command when
-    missing) or 'procedural' (drawn stand-ins, explicit opt-in).
+    missing) or 'procedural' (drawn stand-ins, explicit opt-in). Raises DataError for a negative seed.
     """
+    check_seed(seed)
     cfg = config if config is not None else preset_config(preset)
     if not 0.0 <= cfg.unseen_share < 1.0:
         raise DataError(f"fmnist: unseen_share must be in [0, 1), got {cfg.unseen_share}")
@@ -793,10 +796,8 @@ def contact_sheet(
             x += cell + pad
         y += cell + caption + pad
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sheet.save(tmp, format="PNG")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        sheet.save(tmp, format="PNG")
     return path
 
 
@@ -807,42 +808,50 @@ def write_fmnist(
     seed: int = 0,
     polyvore_u: bool = True,
     overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
 ) -> dict:
     """Write the prepared folder: dataset.npz, candidates_{valid,test}.npz, fitb_{valid,test}.npz, truth.npz,
-    contact_sheet.png, polyvore_u/.
+    contact_sheet.png, polyvore_u/, outfitrec.json (manifest, written last).
+
+    The folder is built beside `out` and swapped in whole (io.atomic_folder): a
+    kill leaves the old folder, the new one, or none. Raises DataError when `out`
+    is, contains or lies inside one of `inputs`, or exists and is not an
+    outfitrec folder replaced with `overwrite`, or for a negative seed.
 
     The Polyvore-U layout has only top / bottom / shoe columns, so it holds the
     top+bottom+shoes outfits (the others are counted as skipped); dataset.npz
-    holds them all. Every file is written atomically. Returns a summary.
+    holds them all. Returns a summary.
     """
     from outfitrec.data.fitb import write_fitb_files
     from outfitrec.data.negatives import write_candidate_files
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    if out.exists() and (out / "dataset.npz").exists() and not overwrite:
-        raise DataError(f"{out}: already holds a dataset (pass --overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out, inputs, overwrite)
+    check_seed(seed)
     timings = dict(data.timings)
-    t0 = time.perf_counter()
-    data.dataset.save(out / "dataset.npz")
-    data.truth.save(out / "truth.npz")
-    write_candidate_files(data.dataset, out, k=k, seed=seed)
-    write_fitb_files(data.dataset, out, seed=seed)
-    timings["write_npz_s"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    contact_sheet(data, out / "contact_sheet.png", seed=seed)
-    timings["contact_sheet_s"] = time.perf_counter() - t1
     summary: dict = {"folder": str(out)}
-    if polyvore_u:
-        from outfitrec.data.polyvore_u import write_polyvore_u
+    with atomic_folder(out) as tmp:
+        t0 = time.perf_counter()
+        data.dataset.save(tmp / "dataset.npz")
+        data.truth.header["dataset_fingerprint"] = data.dataset.fingerprint
+        data.truth.save(tmp / "truth.npz")
+        write_candidate_files(data.dataset, tmp, k=k, seed=seed)
+        write_fitb_files(data.dataset, tmp, seed=seed, optional=True)
+        timings["write_npz_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        contact_sheet(data, tmp / "contact_sheet.png", seed=seed)
+        timings["contact_sheet_s"] = time.perf_counter() - t1
+        if polyvore_u:
+            from outfitrec.data.polyvore_u import write_polyvore_u
 
-        t2 = time.perf_counter()
-        summary["polyvore_u"] = write_polyvore_u(
-            data.dataset, out / "polyvore_u", k=k, seed=seed, on_mismatch="skip", overwrite=True
-        )
-        timings["polyvore_u_s"] = time.perf_counter() - t2
+            t2 = time.perf_counter()
+            summary["polyvore_u"] = write_polyvore_u(
+                data.dataset, tmp / "polyvore_u", k=k, seed=seed, on_mismatch="skip", overwrite=True
+            )
+            summary["polyvore_u"]["folder"] = str(out / "polyvore_u")
+            timings["polyvore_u_s"] = time.perf_counter() - t2
+        from outfitrec.data.prepare import folder_facts
+
+        write_manifest(tmp, "fmnist", **folder_facts(data.dataset, tmp / "dataset.npz", seed=seed, k=k))
     ds = data.dataset
     summary.update(
         {

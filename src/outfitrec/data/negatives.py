@@ -10,14 +10,33 @@ outfits of other users, given to this user.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.outfits import PAD, DataError, Outfits, read_npz_with_header, save_npz_atomic
+from outfitrec.data.outfits import (
+    PAD,
+    DataError,
+    Outfits,
+    check_fingerprint,
+    read_npz_with_header,
+    recorded_fingerprint,
+    save_npz_atomic,
+)
+
+DATASET_FILE = "dataset.npz"
 
 MAX_REDRAWS = 50
+
+
+class NoRandomMix(DataError):
+    """Some positives have no allowed random mix; `rows` are their indices."""
+
+    def __init__(self, message: str, rows: np.ndarray) -> None:
+        super().__init__(message)
+        self.rows = rows
 
 
 def category_pools(items: np.ndarray, item_category: np.ndarray) -> dict[int, np.ndarray]:
@@ -33,30 +52,77 @@ def random_mix(
     k: int,
     rng: np.random.Generator,
     forbidden: set[frozenset[int]] | None = None,
+    fallback_pools: dict[int, np.ndarray] | None = None,
+    where: str = "negatives",
 ) -> Outfits:
     """K type-aware random-mix negatives per positive, rows [i*k:(i+1)*k] for positive i.
 
     forbidden: outfits (item sets) a negative must not equal; default the
-    positives themselves.
+    positives themselves. The K negatives of one positive are distinct: a
+    sample equal to a forbidden outfit or to an earlier negative of the same
+    positive is drawn again. Rows still bad after MAX_REDRAWS rounds are drawn
+    from `fallback_pools` (e.g. the whole catalogue's items per category) when
+    given. Raises DataError (naming `where`, the outfit id and user) when a
+    positive has no allowed mix at all; repeats left because fewer than K
+    distinct mixes exist are kept with a warning.
     """
     forbidden = set(positives.item_sets()) if forbidden is None else forbidden
     rep = positives.subset(np.repeat(np.arange(len(positives)), k))
     items = rep.items.copy()
     _fill_random(items, rep.categories, rep.mask, pools, rng, np.ones(len(items), dtype=bool))
-    for _ in range(MAX_REDRAWS):
-        bad = np.array([frozenset(r[m].tolist()) in forbidden for r, m in zip(items, rep.mask)], dtype=bool)
-        if not bad.any():
+    bad = _bad_mixes(items, rep.mask, k, forbidden)
+    for stage_pools in (pools, _merged_pools(pools, fallback_pools)):
+        for _ in range(MAX_REDRAWS):
+            if not bad.any():
+                break
+            _fill_random(items, rep.categories, rep.mask, stage_pools, rng, bad)
+            bad = _bad_mixes(items, rep.mask, k, forbidden)
+        if fallback_pools is None:
             break
-        _fill_random(items, rep.categories, rep.mask, pools, rng, bad)
-    else:
-        bad = np.array([frozenset(r[m].tolist()) in forbidden for r, m in zip(items, rep.mask)], dtype=bool)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0]) // k
-            raise DataError(
-                f"negatives: positive row {row} (user {int(positives.users[row])}): every random mix drawn "
-                f"{MAX_REDRAWS} times equals a positive; the category pools are too small for K={k} negatives"
-            )
+    last_pools = _merged_pools(pools, fallback_pools)
+    taken = _bad_mixes(items, rep.mask, 1, forbidden)  # group size 1: forbidden only, repeats allowed
+    for _ in range(MAX_REDRAWS):
+        if not taken.any():
+            break
+        _fill_random(items, rep.categories, rep.mask, last_pools, rng, taken)
+        taken = _bad_mixes(items, rep.mask, 1, forbidden)
+    bad = _bad_mixes(items, rep.mask, k, forbidden)
+    if taken.any():
+        rows = np.unique(np.flatnonzero(taken) // k)
+        row = int(rows[0])
+        raise NoRandomMix(
+            f"{where}: outfit {int(positives.outfit_ids[row])} (user {int(positives.users[row])}): every random "
+            f"mix drawn {MAX_REDRAWS} times equals a positive; no item of its categories can replace its items",
+            rows,
+        )
+    if bad.any():
+        affected = len(np.unique(np.flatnonzero(bad) // k))
+        warnings.warn(
+            f"{where}: {int(bad.sum())} negatives repeat an earlier negative of the same positive "
+            f"({affected} positives have fewer than K={k} distinct random mixes)",
+            stacklevel=2,
+        )
     return Outfits(rep.users, items, rep.categories, rep.mask, rep.outfit_ids)
+
+
+def _bad_mixes(items: np.ndarray, mask: np.ndarray, k: int, forbidden: set[frozenset[int]]) -> np.ndarray:
+    """Rows equal to a forbidden outfit or to an earlier row of the same group of k."""
+    bad = np.zeros(len(items), dtype=bool)
+    for start in range(0, len(items), k):
+        seen: set[frozenset[int]] = set()
+        for r in range(start, start + k):
+            key = frozenset(items[r][mask[r]].tolist())
+            bad[r] = key in forbidden or key in seen
+            seen.add(key)
+    return bad
+
+
+def _merged_pools(pools: dict[int, np.ndarray], extra: dict[int, np.ndarray] | None) -> dict[int, np.ndarray]:
+    """Per category, the union of `pools` and `extra` (sorted unique ids)."""
+    merged = dict(pools)
+    for c, ids in (extra or {}).items():
+        merged[c] = np.union1d(merged.get(c, np.zeros(0, dtype=np.int64)), ids)
+    return merged
 
 
 def _fill_random(
@@ -76,19 +142,31 @@ def _fill_random(
         items[where] = pool[rng.integers(0, len(pool), size=int(where.sum()))]
 
 
-def hard_negatives(positives: Outfits, k: int, rng: np.random.Generator) -> Outfits:
-    """K positive outfits of other users per positive, given to this positive's user."""
+def hard_negatives(positives: Outfits, k: int, rng: np.random.Generator, where: str = "hard negatives") -> Outfits:
+    """K positive outfits of other users per positive, given to this positive's user.
+
+    A pick is never one of the user's own positives: neither a row of this
+    user nor another user's outfit holding the same items as one of hers.
+    Raises DataError when fewer than two users have positives, or a user has
+    no allowed outfit (a user with fewer than K allowed outfits gets repeats).
+    """
     n = len(positives)
     if n < 2 or len(np.unique(positives.users)) < 2:
-        raise DataError("hard negatives need positive outfits of at least two users")
-    rep_users = np.repeat(positives.users, k)
-    picks = rng.integers(0, n, size=n * k)
-    for _ in range(MAX_REDRAWS * 4):
-        same = positives.users[picks] == rep_users
-        if not same.any():
-            break
-        picks[same] = rng.integers(0, n, size=int(same.sum()))
+        raise DataError(f"{where}: need positive outfits of at least two users")
+    index: dict[frozenset[int], int] = {}
+    set_id = np.asarray([index.setdefault(s, len(index)) for s in positives.item_sets()], dtype=np.int64)
+    own: dict[int, set[int]] = {}
+    for u, sid in zip(positives.users.tolist(), set_id.tolist()):
+        own.setdefault(u, set()).add(sid)
+    picks = np.empty(n * k, dtype=np.int64)
+    for u in np.unique(positives.users):
+        allowed = np.flatnonzero((positives.users != u) & ~np.isin(set_id, list(own[int(u)])))
+        mine = np.flatnonzero(np.repeat(positives.users == u, k))
+        if len(allowed) == 0:
+            raise DataError(f"{where}: user {int(u)}: every other user's outfit is one of her own positives")
+        picks[mine] = allowed[rng.integers(0, len(allowed), size=len(mine))]
     chosen = positives.subset(picks)
+    rep_users = np.repeat(positives.users, k)
     return Outfits(rep_users, chosen.items, chosen.categories, chosen.mask, np.repeat(positives.outfit_ids, k))
 
 
@@ -117,6 +195,7 @@ class Candidates:
     def load(cls, path: str | Path, n_users: int | None = None, n_items: int | None = None) -> Candidates:
         """Load, checking users and items against the dataset's bounds when given."""
         arrays, header = read_npz_with_header(path, "candidates", "outfitrec-candidates")
+        check_fingerprint(path, recorded_fingerprint(header), Path(path).parent / DATASET_FILE)
         parts = {
             p: Outfits(*(arrays[f"{p}.{k}"] for k in ("users", "items", "categories", "mask", "outfit_ids")))
             for p in ("pos", "neg")
@@ -148,19 +227,61 @@ def make_candidates(
     kind: str = "random",
     forbidden: set[frozenset[int]] | None = None,
     meta: dict | None = None,
+    fallback_pools: dict[int, np.ndarray] | None = None,
 ) -> Candidates:
-    """Fixed evaluation candidates for a split; `kind` is 'random' (random mix) or 'hard'."""
+    """Fixed evaluation candidates for a split; `kind` is 'random' (random mix) or 'hard'.
+
+    fallback_pools: per category, where random mixes are drawn when the split's
+    pools have no allowed one (the catalogue's items). Raises DataError for a
+    negative seed, an empty split, or no allowed negative.
+    """
+    check_seed(seed)
+    where = f"negatives (split {meta['split']})" if meta and "split" in meta else "negatives"
     if len(positives) == 0:
-        raise DataError("negatives: the split has no positive outfits")
+        raise DataError(f"{where}: the split has no positive outfits")
     rng = np.random.default_rng(seed)
     if kind == "random":
-        negatives = random_mix(positives, pools, k, rng, forbidden)
+        positives, negatives = _random_mix_or_skip(positives, pools, k, seed, forbidden, fallback_pools, where)
     elif kind == "hard":
-        negatives = hard_negatives(positives, k, rng)
+        negatives = hard_negatives(positives, k, rng, where=f"hard {where}")
     else:
         raise DataError(f"negatives: unknown kind {kind!r} (expected 'random' or 'hard')")
     info = {"kind": kind, "seed": seed, "k": k, **(meta or {})}
     return Candidates(positives, negatives, k, info)
+
+
+def check_seed(seed: int) -> int:
+    """A seed must be a non-negative integer (numpy refuses negative seeds with a traceback)."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"seed: {seed!r} is not a non-negative integer")
+    return int(seed)
+
+
+def provenance(dataset) -> dict:
+    """What a derived file records of the dataset it was made from: its name and fingerprint."""
+    return {"dataset": dataset.meta.get("name", ""), "dataset_fingerprint": dataset.fingerprint}
+
+
+def _random_mix_or_skip(positives, pools, k, seed, forbidden, fallback_pools, where) -> tuple[Outfits, Outfits]:
+    """(positives, their random mixes), leaving out, with a warning naming them, positives no mix can negate.
+
+    Raises NoRandomMix when no positive is left.
+    """
+    try:
+        return positives, random_mix(positives, pools, k, np.random.default_rng(seed), forbidden, fallback_pools, where)
+    except NoRandomMix as exc:
+        if len(exc.rows) == len(positives):
+            raise
+        ids = ", ".join(str(int(i)) for i in positives.outfit_ids[exc.rows[:5]])
+        more = f" and {len(exc.rows) - 5} more" if len(exc.rows) > 5 else ""
+        warnings.warn(
+            f"{where}: {len(exc.rows)} positives left out (outfit ids {ids}{more}): every random mix of theirs "
+            "equals a positive outfit",
+            stacklevel=3,
+        )
+        keep = np.setdiff1d(np.arange(len(positives)), exc.rows)
+        kept = positives.subset(keep)
+        return kept, random_mix(kept, pools, k, np.random.default_rng(seed), forbidden, fallback_pools, where)
 
 
 def candidates_path(data_dir: str | Path, split: str) -> Path:
@@ -173,8 +294,9 @@ def write_candidate_files(
 ) -> dict[str, Path]:
     """Write `candidates_{split}.npz` (K random-mix negatives per positive) for each split present.
 
-    Each split draws from its own item pool; a negative may equal no positive of
-    any split. Split s uses seed + index of s, so files are identical for one seed.
+    Each split draws from its own item pool (the catalogue's when the split's has
+    no allowed mix); a negative may equal no positive of any split. Split s uses
+    seed + index of s, so files are identical for one seed.
     """
     forbidden: set[frozenset[int]] = set()
     for outfits in dataset.splits.values():
@@ -191,7 +313,8 @@ def write_candidate_files(
             k=k,
             seed=seed + offset,
             forbidden=forbidden,
-            meta={"split": split, "dataset": dataset.meta.get("name", "")},
+            meta={"split": split, **provenance(dataset)},
+            fallback_pools=dataset.catalogue.items_by_category(),
         )
         path = candidates_path(data_dir, split)
         cands.save(path)

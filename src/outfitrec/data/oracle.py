@@ -22,7 +22,14 @@ import numpy as np
 
 from outfitrec.data.fmnist import TruthParams, per_user_quantile, raw_utility
 from outfitrec.data.negatives import Candidates, candidates_path, category_pools, random_mix
-from outfitrec.data.outfits import DataError, OutfitDataset, Outfits, read_npz_with_header
+from outfitrec.data.outfits import (
+    DataError,
+    OutfitDataset,
+    Outfits,
+    check_fingerprint,
+    read_npz_with_header,
+    recorded_fingerprint,
+)
 from outfitrec.evaluate.baselines import popularity_scores
 from outfitrec.evaluate.metrics import mean_metrics
 
@@ -42,6 +49,7 @@ def load_truth(path: str | Path) -> TruthParams:
     arrays, header = read_npz_with_header(
         path, "ground truth", "outfitrec-truth", " (no ground truth here: only `outfitrec data make-fmnist` has one)"
     )
+    check_fingerprint(path, recorded_fingerprint(header), path.parent / "dataset.npz")
     missing = [k for k in TruthParams.ARRAYS if k not in arrays]
     if missing:
         raise DataError(f"{path}: missing key(s) {missing}")

@@ -9,24 +9,22 @@ as one ``.npz`` (no pickle: object arrays are refused on load).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from outfitrec.data.errors import DataError
+from outfitrec.data.io import atomic_file, atomic_folder, write_text_atomic  # noqa: F401 - re-exported
+
 PAD = -1  # item id (and category id) of a padded slot
 SPLITS = ("train", "valid", "test")
 FORMAT_VERSION = 1
-
-
-class DataError(ValueError):
-    """Bad input data: the message names the file, the line or key, and what is wrong."""
+# users are numbered 0..n_users-1, so a user id allocates max(id) + 1 users: larger ids are refused
+MAX_USER_ID = 10_000_000
 
 
 @dataclass
@@ -207,11 +205,16 @@ class OutfitDataset:
     splits: dict[str, Outfits]
     meta: dict = field(default_factory=dict)
     user_names: np.ndarray | None = None
+    fingerprint: str | None = field(default=None, compare=False)  # content hash, set by save / load
 
     def __post_init__(self) -> None:
         if self.user_names is None:
             self.user_names = np.arange(self.n_users).astype(str)
         self.user_names = np.asarray(self.user_names, dtype=str)
+        if self.n_users > MAX_USER_ID:
+            raise DataError(
+                f"dataset: {self.n_users:,} users (user ids are 0..n-1); ids beyond {MAX_USER_ID:,} are refused"
+            )
         for name, split in self.splits.items():
             if name not in SPLITS:
                 raise DataError(f"dataset: unknown split {name!r}; expected one of {SPLITS}")
@@ -220,6 +223,7 @@ class OutfitDataset:
             real = split.items[split.mask]
             if len(real) and (real.min() < 0 or real.max() >= self.catalogue.n_items):
                 raise DataError(f"dataset: split {name} has an item outside 0..{self.catalogue.n_items - 1}")
+            _check_no_repeated_item(name, split)
 
     @property
     def max_size(self) -> int:
@@ -239,10 +243,12 @@ class OutfitDataset:
             "item_names": self.catalogue.item_names,
             "user_names": self.user_names,
         }
-        for opt in ("images", "image_paths", "features"):
+        for opt in ("images", "features"):
             value = getattr(self.catalogue, opt)
             if value is not None:
                 arrays[opt] = np.asarray(value)
+        if self.catalogue.image_paths is not None:
+            arrays["image_paths"] = _paths_for_folder(self.catalogue.image_paths, Path(path).parent)
         for name, split in self.splits.items():
             for key in ("users", "items", "categories", "mask", "outfit_ids"):
                 arrays[f"{name}.{key}"] = getattr(split, key)
@@ -253,76 +259,140 @@ class OutfitDataset:
             "category_names": list(self.catalogue.category_names),
             "splits": list(self.splits),
             "meta": self.meta,
+            "image_paths": "relative to this file's folder, or absolute",
         }
+        header["fingerprint"] = content_fingerprint(arrays, header)
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         save_npz_atomic(path, arrays)
+        self.fingerprint = header["fingerprint"]
 
     @classmethod
     def load(cls, path: str | Path) -> OutfitDataset:
         arrays, header = read_npz_with_header(path, "dataset", "outfitrec-dataset")
+        image_paths = arrays.get("image_paths")
+        if image_paths is not None and "image_paths" in header:
+            base = Path(path).parent
+            image_paths = np.asarray([str(base / p) if p and not os.path.isabs(p) else p for p in image_paths.tolist()])
         catalogue = Catalogue(
             item_category=arrays["item_category"],
             category_names=header["category_names"],
             item_names=arrays["item_names"],
             images=arrays.get("images"),
-            image_paths=arrays.get("image_paths"),
+            image_paths=image_paths,
             features=arrays.get("features"),
         )
         splits = {
             name: Outfits(*(arrays[f"{name}.{k}"] for k in ("users", "items", "categories", "mask", "outfit_ids")))
             for name in header["splits"]
         }
-        return cls(catalogue, int(header["n_users"]), splits, header.get("meta", {}), arrays["user_names"])
+        try:
+            dataset = cls(catalogue, int(header["n_users"]), splits, header.get("meta", {}), arrays["user_names"])
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        dataset.fingerprint = header.get("fingerprint")
+        return dataset
+
+
+def _check_no_repeated_item(name: str, split: Outfits) -> None:
+    """An outfit holds each item at most once (DataError naming the split, outfit id and item)."""
+    if len(split) == 0 or split.max_size < 2:
+        return
+    filled = np.where(split.mask, split.items, -2 - np.arange(split.max_size)[None, :])
+    ordered = np.sort(filled, axis=1)
+    repeat = ordered[:, 1:] == ordered[:, :-1]
+    rows = np.flatnonzero(repeat.any(axis=1))
+    if len(rows):
+        row = int(rows[0])
+        item = int(ordered[row, 1:][repeat[row]][0])
+        raise DataError(f"dataset: split {name} outfit {int(split.outfit_ids[row])} holds item {item} twice")
+
+
+def _paths_for_folder(paths: np.ndarray, folder: Path) -> np.ndarray:
+    """Image paths as stored in a dataset file in `folder`: relative to it when inside it, else absolute.
+
+    Relative input paths are taken relative to the working directory, so the
+    stored paths do not depend on where the dataset is later read from.
+    """
+    base = folder.absolute()
+    out = []
+    for p in np.asarray(paths).tolist():
+        if not p:
+            out.append("")
+            continue
+        full = Path(os.path.abspath(p))
+        out.append(str(full.relative_to(base)) if full.is_relative_to(base) else str(full))
+    return np.asarray(out, dtype=str)
+
+
+def content_fingerprint(arrays: dict[str, np.ndarray], header: dict | None = None) -> str:
+    """A short content hash of named arrays (names, dtypes, shapes, bytes) and a JSON header."""
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    if header is not None:
+        h.update(json.dumps({k: v for k, v in header.items() if k != "fingerprint"}, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint recorded in a dataset .npz's header (only the header is read); None for an old file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(z["header"].tobytes().decode()) if "header" in z.files else {}
+    except (ValueError, OSError, EOFError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the dataset header ({exc})") from exc
+    return header.get("fingerprint")
+
+
+def recorded_fingerprint(header: dict) -> str | None:
+    """The dataset fingerprint a derived file's header records (in its meta, or at its top level)."""
+    meta = header.get("meta") if isinstance(header.get("meta"), dict) else {}
+    return meta.get("dataset_fingerprint", header.get("dataset_fingerprint"))
+
+
+def restamp_npz(src: str | Path, dst: str | Path, fingerprint: str | None) -> None:
+    """Copy a derived .npz of outfitrec to `dst`, recording `fingerprint` as the dataset it belongs to.
+
+    For files whose content stays valid for a derived dataset (e.g. a cold-user
+    copy keeps the evaluation candidates). Raises DataError if `src` is not an
+    outfitrec file with a JSON header.
+    """
+    try:
+        with np.load(src, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        header = json.loads(arrays["header"].tobytes().decode())
+    except (ValueError, OSError, EOFError, KeyError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{src}: cannot read the outfitrec file ({exc})") from exc
+    if isinstance(header.get("meta"), dict):
+        header["meta"]["dataset_fingerprint"] = fingerprint
+    else:
+        header["dataset_fingerprint"] = fingerprint
+    arrays["header"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
+    save_npz_atomic(dst, arrays)
+
+
+def check_fingerprint(path: str | Path, recorded: str | None, dataset_file: str | Path) -> None:
+    """Refuse a derived file (`path`) whose recorded dataset fingerprint is not `dataset_file`'s.
+
+    Files or datasets written before fingerprints existed (None) are accepted.
+    """
+    if recorded is None or not Path(dataset_file).is_file():
+        return
+    actual = dataset_fingerprint(dataset_file)
+    if actual is not None and actual != recorded:
+        raise DataError(
+            f"{path}: made from another dataset (fingerprint {recorded}, {dataset_file} is {actual}); "
+            "prepare the folder again"
+        )
 
 
 def save_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_folder(out: str | Path) -> Iterator[Path]:
-    """Build a folder in a temporary sibling of `out`, then swap it into place.
-
-    `with atomic_folder(out) as tmp:` write into `tmp`; on success `out` is
-    replaced whole (an existing `out` is removed), on any error the temporary
-    folder is removed and `out` is left as it was: never a half-written folder.
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        tmp.chmod(0o755)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    """np.savez through `io.atomic_file` (temporary file, fsync, rename): never a half-written file."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
 
 
 def read_npz_with_header(path: str | Path, what: str, fmt: str, missing_hint: str = "") -> tuple[dict, dict]:

@@ -1,6 +1,6 @@
 """outfitrec's plain CSV format: for users who bring their own catalogue and outfit logs.
 
-A folder with (UTF-8 CSV, comma separated, one header line, no quoting needed
+A folder with (UTF-8 CSV, a leading byte-order mark allowed, comma separated, one header line, no quoting needed
 because no field may contain a comma, a semicolon or a newline):
 
 - `items.csv` (required): header `item_id,category` or `item_id,category,image`.
@@ -36,13 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.outfits import PAD, SPLITS, Catalogue, DataError, OutfitDataset, Outfits, atomic_folder
+from outfitrec.data.io import atomic_folder, check_output_folder, image_folders, write_manifest
+from outfitrec.data.outfits import PAD, SPLITS, Catalogue, DataError, OutfitDataset, Outfits
 
 ITEMS_HEADERS = (["item_id", "category"], ["item_id", "category", "image"])
 OUTFITS_HEADER = ["outfit_id", "user", "split", "item_ids"]
 USERS_HEADER = ["user_id"]
 CATEGORIES_HEADER = ["category"]
 _FORBIDDEN_CHARS = (",", ";", "\n", "\r")
+INT64_MAX = 2**63 - 1
 
 
 def _rows(path: Path, headers: tuple[list[str], ...]) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -50,7 +52,7 @@ def _rows(path: Path, headers: tuple[list[str], ...]) -> tuple[list[str], list[t
     if not path.is_file():
         raise DataError(f"{path}: missing file")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from None
     if not lines:
@@ -138,6 +140,8 @@ def read_plain(folder: str | Path) -> OutfitDataset:
             raise DataError(f"{outfits_path}:{line}: outfit_id {oid_text!r} is not an integer") from None
         if oid < 0:
             raise DataError(f"{outfits_path}:{line}: negative outfit_id {oid}")
+        if oid > INT64_MAX:
+            raise DataError(f"{outfits_path}:{line}: outfit_id {oid} is too large (int64)")
         if split not in SPLITS:
             raise DataError(f"{outfits_path}:{line}: split {split!r}, expected one of {SPLITS}")
         if oid in seen_ids.setdefault(split, set()):
@@ -176,7 +180,7 @@ def read_plain(folder: str | Path) -> OutfitDataset:
     meta_path = folder / "meta.json"
     if meta_path.exists():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise DataError(f"{meta_path}: not valid JSON ({exc})") from None
         if not isinstance(meta, dict):
@@ -196,16 +200,23 @@ def _check_token(kind: str, value: str) -> str:
     return value
 
 
-def write_plain(dataset: OutfitDataset, folder: str | Path, *, write_images: bool = True, overwrite: bool = False):
-    """Write `dataset` as a plain-format folder (atomically: temporary folder, then rename).
+def write_plain(
+    dataset: OutfitDataset,
+    folder: str | Path,
+    *,
+    write_images: bool = True,
+    overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
+):
+    """Write `dataset` as a plain-format folder (atomically: temporary folder, then swap).
 
     In-memory images become `images/{item}.png` when write_images; image files
-    are referenced by absolute path. Features are not written.
+    are referenced by absolute path. Features are not written. Raises DataError
+    when `folder` is, contains or lies inside one of `inputs` or the image
+    folders, or exists and is not an outfitrec folder replaced with `overwrite`.
     """
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
-        raise DataError(f"{folder}: exists and is not empty (pass overwrite=True)")
     cat = dataset.catalogue
+    folder = check_output_folder(folder, [*inputs, *image_folders(cat.image_paths)], overwrite)
     names = [_check_token("item_id", str(n)) for n in cat.item_names]
     if len(set(names)) != len(names):
         raise DataError("plain writer: item names are not unique")
@@ -246,6 +257,7 @@ def write_plain(dataset: OutfitDataset, folder: str | Path, *, write_images: boo
                 lines.append(f"{int(oid)},{users[int(u)]},{split},{ids}")
         (tmp / "outfits.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(dataset.meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        write_manifest(tmp, "plain")
     return folder
 
 
@@ -253,6 +265,7 @@ def convert(src: str | Path, dst: str | Path, from_format: str, overwrite: bool 
     """Convert a dataset in `from_format` ('difashion', 'polyvore-u', 'npz', 'plain') to the plain format."""
     from outfitrec.data.prepare import load_source
 
+    check_output_folder(dst, [src], overwrite)
     dataset = load_source(src, from_format)
-    write_plain(dataset, dst, overwrite=overwrite)
+    write_plain(dataset, dst, overwrite=overwrite, inputs=(src,))
     return dataset

@@ -30,13 +30,15 @@ occupy its first `size` slots (mask True) and the rest is padding.
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.fitb import FitbQuestions, make_fitb
+from outfitrec.data.fitb import FitbQuestions, NoFitbQuestions, make_fitb
+from outfitrec.data.io import atomic_folder, check_output_folder, image_folders, write_manifest
 from outfitrec.data.negatives import Candidates, category_pools, make_candidates
-from outfitrec.data.outfits import PAD, Catalogue, DataError, OutfitDataset, Outfits, atomic_folder
+from outfitrec.data.outfits import MAX_USER_ID, PAD, Catalogue, DataError, OutfitDataset, Outfits
 
 CATEGORY_NAMES = ["top", "bottom", "shoe"]
 HEADER_FIXED = ["user", "top", "bottom", "shoe"]
@@ -45,6 +47,7 @@ SPLIT_FILE = {"train": "train", "valid": "val", "test": "test"}
 NEGATIVE_KINDS = ("nega", "nega_hard")
 FITB_FILE = "fill_in_blank_test"
 MISSING = -1  # the release's marker for a missing second top
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 # Default mapping from a dataset's category names to Polyvore-U slots (writer).
 _SLOT_WORDS = {
@@ -78,10 +81,14 @@ def find_tuples_folder(folder: str | Path, variant: str | None = None) -> Path:
 
 
 def read_image_list(path: Path) -> list[str]:
-    """Image file names, one per line (line number = index within the category)."""
-    if not path.is_file():
-        raise DataError(f"{path}: missing file")
-    names = path.read_text().splitlines()
+    """Image file names, one per line (line number = index within the category).
+
+    Trailing blank lines are ignored; a blank line between names is a DataError
+    (it would shift the indices of the names after it).
+    """
+    names = _read_lines(path)
+    while names and not names[-1].strip():
+        names.pop()
     for line, name in enumerate(names, start=1):
         if not name.strip():
             raise DataError(f"{path}:{line}: empty image name")
@@ -89,16 +96,22 @@ def read_image_list(path: Path) -> list[str]:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The file's lines (UTF-8; a leading byte-order mark is dropped)."""
     if not path.is_file():
         raise DataError(f"{path}: missing file")
     try:
-        return path.read_text().splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not a text file ({exc})") from None
 
 
-def _parse_ints(path: Path, lines: list[str], n_cols: int, first_line: int = 2) -> np.ndarray:
-    """Rows of comma-separated integers -> int64 [n, n_cols]; errors name file:line and column."""
+def _parse_ints(
+    path: Path, lines: list[str], n_cols: int, first_line: int = 2, describe=lambda j: "beyond int64"
+) -> np.ndarray:
+    """Rows of comma-separated integers -> int64 [n, n_cols]; errors name file:line and column.
+
+    describe(j): what a value too large for int64 in column j (from 0) is, for the error.
+    """
     rows = [line.split(",") for line in lines]
     if rows and all(len(r) == n_cols for r in rows):
         try:
@@ -112,14 +125,22 @@ def _parse_ints(path: Path, lines: list[str], n_cols: int, first_line: int = 2) 
             raise DataError(f"{path}:{line}: expected {n_cols} columns, got {len(row)}")
         for j, value in enumerate(row):
             try:
-                out[i, j] = int(value.strip())
+                number = int(value.strip())
             except ValueError:
                 raise DataError(f"{path}:{line}: column {j + 1}: {value.strip()!r} is not an integer") from None
+            if not INT64_MIN <= number <= INT64_MAX:
+                raise DataError(f"{path}:{line}: column {j + 1}: {number} is out of range ({describe(j)})")
+            out[i, j] = number
     return out
 
 
-def _read_tuples(path: Path, header: list[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """A tuples CSV: (its header, int64 [n, 1 + slots]); header checked against `header` when given."""
+def _read_tuples(
+    path: Path, header: list[str] | None = None, sizes: dict[str, int] | None = None
+) -> tuple[list[str], np.ndarray]:
+    """A tuples CSV: (its header, int64 [n, 1 + slots]); header checked against `header` when given.
+
+    sizes: images per category, to name the image list in the error for an index beyond int64.
+    """
     lines = _read_lines(path)
     if not lines:
         raise DataError(f"{path}:1: empty file, expected a header")
@@ -133,7 +154,16 @@ def _read_tuples(path: Path, header: list[str] | None = None) -> tuple[list[str]
     body = lines[1:]
     while body and not body[-1].strip():
         body.pop()
-    return got, _parse_ints(path, body, len(got))
+    return got, _parse_ints(path, body, len(got), describe=lambda j: _column_range(got[j], sizes))
+
+
+def _column_range(name: str, sizes: dict[str, int] | None) -> str:
+    """What a too-large value of column `name` is beyond (for the out-of-range error)."""
+    if name == "user":
+        return f"user ids beyond {MAX_USER_ID:,} are refused"
+    if sizes is None:
+        return "beyond int64"
+    return f"index beyond image_list_{name}, {sizes[name]} images"
 
 
 def _check_indices(path: Path, header: list[str], values: np.ndarray, sizes: dict[str, int], first_line: int = 2):
@@ -144,6 +174,12 @@ def _check_indices(path: Path, header: list[str], values: np.ndarray, sizes: dic
             bad = np.flatnonzero(col < 0)
             if len(bad):
                 raise DataError(f"{path}:{first_line + int(bad[0])}: negative user {int(col[bad[0]])}")
+            bad = np.flatnonzero(col >= MAX_USER_ID)
+            if len(bad):
+                raise DataError(
+                    f"{path}:{first_line + int(bad[0])}: user {int(col[bad[0]])} is too large (users are "
+                    f"numbered 0..n-1; ids beyond {MAX_USER_ID:,} are refused)"
+                )
             continue
         optional = name == "top" and j == 2 and header[1] == "top"
         low = MISSING if optional else 0
@@ -158,6 +194,17 @@ def _check_indices(path: Path, header: list[str], values: np.ndarray, sizes: dic
             raise DataError(f"{path}:{first_line + int(bad[0])}: {what}")
 
 
+def _check_no_repeats(path: Path, header: list[str], values: np.ndarray, first_line: int = 2) -> None:
+    """An outfit holds an item once: the two top columns of the variable layout must differ (-1 aside)."""
+    tops = [j for j, name in enumerate(header) if name == "top"]
+    if len(tops) < 2:
+        return
+    a, b = values[:, tops[0]], values[:, tops[1]]
+    bad = np.flatnonzero((a == b) & (a != MISSING))
+    if len(bad):
+        raise DataError(f"{path}:{first_line + int(bad[0])}: top {int(a[bad[0]])} appears twice")
+
+
 class _Layout:
     """Image lists and the per-category -> global id mapping of one tuples folder."""
 
@@ -169,10 +216,17 @@ class _Layout:
         self.offsets = dict(zip(CATEGORY_NAMES, np.concatenate([[0], np.cumsum(counts)[:-1]]).tolist()))
         self.item_category = np.repeat(np.arange(len(CATEGORY_NAMES)), counts)
 
-    def read(self, path: Path, header: list[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """(header, users [n], global item rows [n, slots] with PAD for a missing second top)."""
-        got, values = _read_tuples(path, header)
+    def read(
+        self, path: Path, header: list[str] | None = None, outfits: bool = True
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(header, users [n], global item rows [n, slots] with PAD for a missing second top).
+
+        outfits: the rows are outfits (positives), so an item may not appear twice in one row.
+        """
+        got, values = _read_tuples(path, header, self.sizes)
         _check_indices(path, got, values, self.sizes)
+        if outfits:
+            _check_no_repeats(path, got, values)
         return got, values[:, 0], self.to_global(got[1:], values[:, 1:])
 
     def to_global(self, slots: list[str], idx: np.ndarray) -> np.ndarray:
@@ -250,7 +304,7 @@ def load_polyvore_u_candidates(
     header, users, rows = layout.read(posi_path)
     if len(users) == 0:
         raise DataError(f"{posi_path}: the {split} split is empty (header only)")
-    _, n_users, n_rows = layout.read(nega_path, header)
+    _, n_users, n_rows = layout.read(nega_path, header, outfits=False)
     if len(n_users) == 0 or len(n_users) % len(users):
         raise DataError(
             f"{nega_path}: {len(n_users)} negative rows is not a positive multiple of {len(users)} positives"
@@ -286,11 +340,12 @@ def load_polyvore_u_fitb(folder: str | Path, variant: str | None = None) -> Fitb
     if n_cand < 2 or head != base * n_cand:
         raise DataError(f"{path}:1: header must be {','.join(base)!r} repeated once per candidate (at least twice)")
     body = [line for line in lines[1:] if line.strip()]
-    values = _parse_ints(path, body, len(head))
+    values = _parse_ints(path, body, len(head), describe=lambda j: _column_range(head[j], layout.sizes))
     if len(values) == 0:
         raise DataError(f"{path}: no questions")
     for c in range(n_cand):
         _check_indices(path, base, values[:, c * width : (c + 1) * width], layout.sizes)
+    _check_no_repeats(path, base, values[:, :width])
     outfits = values.reshape(len(values), n_cand, width)
     users = outfits[:, 0, 0]
     blanks, cands = [], []
@@ -352,6 +407,7 @@ def write_polyvore_u(
     fitb: bool = True,
     on_mismatch: str = "error",
     overwrite: bool = False,
+    inputs: tuple[str | Path, ...] = (),
 ) -> dict:
     """Write `dataset` in the Polyvore-U layout into `folder` (the tuples folder itself).
 
@@ -362,15 +418,15 @@ def write_polyvore_u(
     random-mix rows (`_nega`) and K hard rows (`_nega_hard`, when there are two
     users or more) per positive, seeded; `fill_in_blank_test` from the test
     split (4 candidates). Images go to `folder/images/` as PNG, named by item.
-    Written into a temporary folder and renamed: never a half-written folder.
+    Written into a temporary folder and swapped in: never a half-written folder. Raises
+    DataError when `folder` is, contains or lies inside one of `inputs` or the image folders,
+    or exists and is not an outfitrec folder replaced with `overwrite`.
     Returns {'folder', 'variable_length', 'written': {split: n}, 'skipped': {split: n}}.
     """
     if on_mismatch not in ("error", "skip"):
         raise DataError(f"polyvore-u writer: on_mismatch must be 'error' or 'skip', not {on_mismatch!r}")
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise DataError(f"{folder}: exists and is not empty (pass overwrite=True)")
     cat = dataset.catalogue
+    folder = check_output_folder(folder, [*inputs, *image_folders(cat.image_paths)], overwrite)
     slot_of = default_slot_of(cat.category_names) if slot_of is None else slot_of
     bad = {s for s in slot_of.values() if s not in CATEGORY_NAMES}
     if bad:
@@ -429,7 +485,9 @@ def write_polyvore_u(
             stem = SPLIT_FILE[split]
             (tmp / f"tuples_{stem}_posi").write_text(table(positives.users, rows))
             pools = category_pools(positives.items, cat.item_category)
-            cands = make_candidates(positives, pools, k=k, seed=seed + offset, forbidden=forbidden)
+            cands = make_candidates(
+                positives, pools, k=k, seed=seed + offset, forbidden=forbidden, fallback_pools=cat.items_by_category()
+            )
             neg_rows, _ = _slot_rows(cands.negatives, item_slot, index_in_slot)
             (tmp / f"tuples_{stem}_nega").write_text(table(cands.negatives.users, neg_rows))
             if len(np.unique(positives.users)) > 1:
@@ -438,12 +496,17 @@ def write_polyvore_u(
                 (tmp / f"tuples_{stem}_nega_hard").write_text(table(hard.negatives.users, hard_rows))
             written[split] = len(index)
             if split == "test" and fitb:
-                questions = make_fitb(positives, pools, seed=seed + 100, fallback_pools=cat.items_by_category())
+                try:
+                    questions = make_fitb(positives, pools, seed=seed + 100, fallback_pools=cat.items_by_category())
+                except NoFitbQuestions as exc:
+                    warnings.warn(f"{exc}; no {FITB_FILE} written", stacklevel=2)
+                    continue
                 cand_outfits = questions.candidate_outfits(cat.item_category)
                 q_rows, _ = _slot_rows(cand_outfits, item_slot, index_in_slot)
                 (tmp / FITB_FILE).write_text(table(cand_outfits.users, q_rows, repeat=questions.n_candidates))
         if write_images:
             _write_images(cat, per_slot, names, tmp / "images")
+        write_manifest(tmp, "polyvore-u", written=written, skipped=skipped, seed=seed, k=k)
     return {"folder": str(folder), "variable_length": variable, "written": written, "skipped": skipped}
 
 

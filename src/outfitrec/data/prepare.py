@@ -5,17 +5,23 @@ A prepared folder (docs/DESIGN.md) holds `dataset.npz`, `candidates_valid.npz`
 and `fitb_valid.npz` / `fitb_test.npz` for the splits present. FITB
 questions come from the source's own FITB files when it has them (DiFashion
 validation, Polyvore-U `fill_in_blank_test`) and are generated otherwise.
-The folder is built in a temporary folder and renamed: a failure leaves no
-half-built output.
+The folder is built in a hidden temporary folder and swapped in (io.atomic_folder),
+with a manifest `outfitrec.json` (dataset hash, fingerprint, seed, counts)
+written last; every derived file records the fingerprint of its dataset, and
+readers refuse a mismatch. FITB files are optional (skipped with a warning
+when no question can be drawn).
 """
 
 from __future__ import annotations
 
+import hashlib
+import warnings
 from pathlib import Path
 
 from outfitrec.data.fitb import FitbQuestions, fitb_path, write_fitb_files
-from outfitrec.data.negatives import Candidates, candidates_path, write_candidate_files
-from outfitrec.data.outfits import DataError, OutfitDataset, atomic_folder
+from outfitrec.data.io import atomic_folder, check_output_folder, image_folders, read_manifest, write_manifest
+from outfitrec.data.negatives import Candidates, candidates_path, check_seed, provenance, write_candidate_files
+from outfitrec.data.outfits import DataError, OutfitDataset
 
 FORMATS = ("difashion", "polyvore-u", "plain", "npz")
 DATASET_FILE = "dataset.npz"
@@ -67,12 +73,26 @@ def load_prepared(path: str | Path) -> tuple[OutfitDataset, dict[str, Candidates
     """The dataset and the fixed evaluation candidates present beside it, checked against its bounds."""
     file = resolve_dataset_path(path)
     dataset = OutfitDataset.load(file)
+    check_manifest(file, dataset)
     candidates = {}
     for split in ("valid", "test"):
         c_path = candidates_path(file.parent, split)
         if c_path.exists():
             candidates[split] = Candidates.load(c_path, n_users=dataset.n_users, n_items=dataset.catalogue.n_items)
     return dataset, candidates
+
+
+def check_manifest(file: Path, dataset: OutfitDataset) -> None:
+    """Refuse a dataset file whose folder's manifest names another dataset (a folder mixed by an interrupted write)."""
+    info = read_manifest(file.parent)
+    if info is None or info.get("dataset", {}).get("file") != file.name:
+        return
+    expected = info["dataset"].get("fingerprint")
+    if expected and dataset.fingerprint and expected != dataset.fingerprint:
+        raise DataError(
+            f"{file}: is not the dataset its folder's manifest names (fingerprint {dataset.fingerprint}, "
+            f"manifest {expected}); prepare the folder again"
+        )
 
 
 def load_fitb(path: str | Path, split: str) -> FitbQuestions:
@@ -104,9 +124,9 @@ def load_source(src: str | Path, fmt: str) -> OutfitDataset:
 def _source_fitb(src: str | Path, fmt: str, dataset: OutfitDataset) -> dict[str, FitbQuestions]:
     """FITB questions shipped with the source, by split."""
     if fmt == "difashion":
-        from outfitrec.data.difashion import difashion_fitb_splits, load_difashion_fitb
+        from outfitrec.data.difashion import load_difashion_fitb
 
-        return {s: load_difashion_fitb(src, dataset, s) for s in difashion_fitb_splits(src, dataset)}
+        return {"valid": load_difashion_fitb(src, dataset)}
     if fmt == "polyvore-u":
         from outfitrec.data.polyvore_u import FITB_FILE, find_tuples_folder, load_polyvore_u_fitb
 
@@ -115,26 +135,76 @@ def _source_fitb(src: str | Path, fmt: str, dataset: OutfitDataset) -> dict[str,
     return {}
 
 
+def folder_facts(dataset: OutfitDataset, dataset_file: Path, **extra) -> dict:
+    """The manifest facts of a folder holding `dataset` saved at `dataset_file`: hashes and counts."""
+    return {
+        "dataset": {
+            "file": dataset_file.name,
+            "sha256": file_sha256(dataset_file),
+            "fingerprint": dataset.fingerprint,
+            "users": dataset.n_users,
+            "items": dataset.catalogue.n_items,
+            "outfits": {s: len(o) for s, o in dataset.splits.items()},
+        },
+        **extra,
+    }
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def warn_training_leaks(dataset: OutfitDataset) -> None:
+    """Warn, per split, how many valid / test positives are the same user's training outfits."""
+    from outfitrec.data.stats import training_leaks
+
+    for split, (leaked, total) in training_leaks(dataset).items():
+        if leaked:
+            warnings.warn(f"{leaked} of {total} {split} outfits are training outfits of the same user", stacklevel=2)
+
+
+def _checked_fitb(questions: FitbQuestions, where: str) -> FitbQuestions:
+    """Shipped FITB questions without those whose distractor equals the answer (warning with the count)."""
+    kept, dropped = questions.without_answer_repeats()
+    if dropped:
+        warnings.warn(f"{where}: {dropped} FITB questions dropped: a distractor equals the answer", stacklevel=2)
+    return kept
+
+
 def prepare(
     src: str | Path, out: str | Path, fmt: str, k: int = 10, seed: int = 0, overwrite: bool = False
 ) -> dict[str, Path]:
-    """Build a prepared folder at `out` from `src` in format `fmt`; returns {what: path} of files written."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise DataError(f"{out}: exists and is not empty (pass --overwrite)")
+    """Build a prepared folder at `out` from `src` in format `fmt`; returns {what: path} of files written.
+
+    Raises DataError for a negative seed, an output that is, contains or lies
+    inside the source (or its image folders), an existing folder without
+    --overwrite or not written by outfitrec, and any bad input. FITB files are
+    left out (one warning) when no FITB question can be drawn. The folder is
+    swapped in whole, with a manifest (`outfitrec.json`) written last.
+    """
+    check_seed(seed)
+    out = check_output_folder(out, [src], overwrite)
     dataset = load_source(src, fmt)
+    check_output_folder(out, [src, *image_folders(dataset.catalogue.image_paths)], overwrite)
     if "train" not in dataset.splits or len(dataset.splits["train"]) == 0:
         raise DataError(f"{src}: the train split is empty")
-    shipped = _source_fitb(src, fmt, dataset)
+    warn_training_leaks(dataset)
+    shipped = {s: _checked_fitb(q, f"{src} ({s})") for s, q in _source_fitb(src, fmt, dataset).items()}
     with atomic_folder(out) as tmp:
         dataset.save(tmp / DATASET_FILE)
         written = {"dataset": out / DATASET_FILE}
         for split, path in write_candidate_files(dataset, tmp, k=k, seed=seed).items():
             written[f"candidates_{split}"] = out / path.name
         for split, questions in shipped.items():
+            questions.meta.update(provenance(dataset))
             questions.save(fitb_path(tmp, split))
             written[f"fitb_{split}"] = out / fitb_path(tmp, split).name
         missing = tuple(s for s in ("valid", "test") if s not in shipped)
-        for split, path in write_fitb_files(dataset, tmp, seed=seed, splits=missing).items():
+        for split, path in write_fitb_files(dataset, tmp, seed=seed, splits=missing, optional=True).items():
             written[f"fitb_{split}"] = out / path.name
+        write_manifest(tmp, "prepared", **folder_facts(dataset, tmp / DATASET_FILE, seed=seed, k=k, format=fmt))
     return written

@@ -5,7 +5,8 @@ item sets), outfits per user (min / median / max), outfit sizes, and how much
 of the valid / test data is unseen in train, both as a share of the distinct
 items of the split and as a share of item occurrences in its outfits. The
 unseen share tells how far a model must generalise through an item's content
-or category rather than its id.
+or category rather than its id. A valid / test outfit that is one of the same
+user's training outfits is counted (a leak) and flagged with a warning line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,23 @@ from __future__ import annotations
 import numpy as np
 
 from outfitrec.data.outfits import OutfitDataset
+
+
+def training_leaks(dataset: OutfitDataset) -> dict[str, tuple[int, int]]:
+    """Per valid / test split: (how many positives are one of the same user's training outfits, how many outfits).
+
+    Outfits are compared as item sets. Such a positive leaks the answer: the
+    model has seen it as this user's training outfit.
+    """
+    train = dataset.splits.get("train")
+    if train is None:
+        return {}
+    seen = set(zip(train.users.tolist(), train.item_sets()))
+    return {
+        name: (sum((u, s) in seen for u, s in zip(split.users.tolist(), split.item_sets())), len(split))
+        for name, split in dataset.splits.items()
+        if name != "train"
+    }
 
 
 def dataset_stats(dataset: OutfitDataset) -> dict:
@@ -26,6 +44,7 @@ def dataset_stats(dataset: OutfitDataset) -> dict:
         "categories_used": int(len(np.unique(cat.item_category))),
         "splits": {},
     }
+    leaks = training_leaks(dataset)
     train_items = (
         np.unique(dataset.splits["train"].items[dataset.splits["train"].mask]) if "train" in dataset.splits else None
     )
@@ -47,6 +66,8 @@ def dataset_stats(dataset: OutfitDataset) -> dict:
             "outfit_sizes": {int(s): int(c) for s, c in zip(*np.unique(sizes, return_counts=True))},
             "distinct_items": int(len(distinct_items)),
         }
+        if name in leaks:
+            info["training_outfits_of_same_user"] = leaks[name][0]
         if train_items is not None and name != "train" and len(real):
             unseen_distinct = ~np.isin(distinct_items, train_items)
             unseen_occ = ~np.isin(real, train_items)
@@ -73,6 +94,11 @@ def format_stats(stats: dict) -> str:
             f"{opu['min']}/{opu['median']:g}/{opu['max']}, items {s['distinct_items']:,}"
         )
         lines.append(f"       outfit sizes {{{sizes}}}")
+        if s.get("training_outfits_of_same_user"):
+            lines.append(
+                f"       warning: {s['training_outfits_of_same_user']:,} of {s['outfits']:,} {name} outfits are "
+                "training outfits of the same user"
+            )
         if "unseen_item_share" in s:
             lines.append(
                 f"       unseen in train: {s['unseen_item_share']:.3f} of distinct items, "

@@ -6,6 +6,16 @@ role, metrics...) and the SHA-256 of the weights file, so a truncated,
 corrupted or swapped weights file is reported on load instead of silently
 giving other scores. Each file is written to a temporary file and renamed;
 the weights go first and the JSON (with their hash) last.
+
+A checkpoint also knows the data it was trained on: `model.json` key `data`
+holds the numbering's fingerprint (counts, SHA-256 of the user, item and
+category names in id order, and the names themselves when there are at most
+`MAX_STORED_NAMES`). User 5 of a model is a row of its anchor table, so the
+same model on a dataset whose user 5 is somebody else, or with more users,
+scores the wrong people or indexes out of the table. `check_data_numbering`
+is the one check every consumer (evaluate, score, distillation, recommend,
+serve, export) calls; checkpoints from before the fingerprint are checked by
+their counts only.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from outfitrec.data.outfits import DataError, write_text_atomic
 from outfitrec.models.outfit_model import ModelConfig, OutfitModel
 
 WEIGHTS_FILE = "model.safetensors"
+MAX_STORED_NAMES = 10_000  # user / item / category names stored in model.json up to this many
 INFO_FILE = "model.json"
 FORMAT = "outfitrec-model"
 VERSION = 1
@@ -49,11 +60,90 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def save_model(model: OutfitModel, directory: str | Path, meta: dict | None = None) -> Path:
-    """Write `directory/model.safetensors` + `directory/model.json`; returns the directory."""
+def _names_sha256(names) -> str:
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(str(name).encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def data_numbering(dataset) -> dict:
+    """The fingerprint of a dataset's numbering: counts and hashes of the user, item and category names.
+
+    Names (in id order) are included when there are at most MAX_STORED_NAMES,
+    so a mismatch can name the first id that differs.
+    """
+    parts = {
+        "users": [str(x) for x in dataset.user_names],
+        "items": [str(x) for x in dataset.catalogue.item_names],
+        "categories": [str(x) for x in dataset.catalogue.category_names],
+    }
+    out: dict = {}
+    for key, names in parts.items():
+        out[f"n_{key}"] = len(names)
+        out[f"{key}_sha256"] = _names_sha256(names)
+        if len(names) <= MAX_STORED_NAMES:
+            out[f"{key}_names"] = names
+    return out
+
+
+_SINGULAR = {"users": "user", "items": "item", "categories": "category"}
+
+
+def check_data_numbering(model_or_info, dataset, role: str = "model", where: str = "") -> None:
+    """Refuse (one CheckpointError line) a dataset whose numbering is not the one the checkpoint was trained on.
+
+    model_or_info: a loaded model (from `load_model`) or a `read_model_info` dict.
+    role: how the checkpoint is named in the message ('model', 'teacher', ...);
+    where: an optional suffix, e.g. the checkpoint and dataset paths. Checks the
+    counts (always) and, when the checkpoint has a fingerprint, the names.
+    """
+    if isinstance(model_or_info, dict):
+        info = model_or_info
+        counts = {key: info.get(f"n_{key}") for key in ("users", "items", "categories")}
+        stored = info.get("data")
+    else:
+        counts = {key: getattr(model_or_info, f"n_{key}", None) for key in ("users", "items", "categories")}
+        stored = getattr(model_or_info, "checkpoint_data", None)
+    here = {
+        "users": int(dataset.n_users),
+        "items": int(dataset.catalogue.n_items),
+        "categories": int(dataset.catalogue.n_categories),
+    }
+    suffix = f" ({where})" if where else ""
+    for key, n in counts.items():
+        if n is not None and int(n) != here[key]:
+            raise CheckpointError(f"{role}: the {role} knows {n} {key}, the dataset has {here[key]}{suffix}")
+    if not isinstance(stored, dict):
+        return  # a checkpoint from before the fingerprint: the counts are all it can tell
+    mine = data_numbering(dataset)
+    for key in ("users", "items", "categories"):
+        theirs_hash = stored.get(f"{key}_sha256")
+        if theirs_hash is None or theirs_hash == mine[f"{key}_sha256"]:
+            continue
+        theirs, ours = stored.get(f"{key}_names"), mine.get(f"{key}_names")
+        if isinstance(theirs, list) and ours is not None and len(theirs) == len(ours):
+            i = next(j for j, (a, b) in enumerate(zip(theirs, ours)) if a != b)
+            detail = f"{_SINGULAR[key]} {i} is {theirs[i]} there, {ours[i]} here"
+        else:
+            detail = f"SHA-256 {theirs_hash[:12]} there, {mine[f'{key}_sha256'][:12]} here"
+        raise CheckpointError(
+            f"{role}: {_SINGULAR[key]} names differ from the dataset's ({detail}); "
+            f"the {role} was trained on another numbering{suffix}"
+        )
+
+
+def save_model(model: OutfitModel, directory: str | Path, meta: dict | None = None, data: dict | None = None) -> Path:
+    """Write `directory/model.safetensors` + `directory/model.json`; returns the directory.
+
+    data: the numbering fingerprint of the training dataset (`data_numbering`);
+    default the model's `data_numbering` attribute when set (the trainer sets it).
+    """
     directory = Path(directory)
+    if data is None:
+        data = getattr(model, "data_numbering", None) or getattr(model, "checkpoint_data", None)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    data = safetensors_save(state)
+    weights = safetensors_save(state)
     info = {
         "format": FORMAT,
         "version": VERSION,
@@ -62,14 +152,16 @@ def save_model(model: OutfitModel, directory: str | Path, meta: dict | None = No
         "n_items": model.n_items,
         "n_categories": model.n_categories,
         "parameter_counts": model.parameter_counts(),
-        "weights_sha256": hashlib.sha256(data).hexdigest(),
+        "weights_sha256": hashlib.sha256(weights).hexdigest(),
         "meta": meta or {},
     }
+    if data is not None:
+        info["data"] = data
     try:
         text = json.dumps(info, indent=2, sort_keys=True)
     except TypeError as exc:
         raise CheckpointError(f"{directory / INFO_FILE}: meta is not JSON-serialisable ({exc})") from exc
-    _write_bytes_atomic(directory / WEIGHTS_FILE, data)
+    _write_bytes_atomic(directory / WEIGHTS_FILE, weights)
     write_text_atomic(directory / INFO_FILE, text + "\n")
     return directory
 
@@ -144,4 +236,5 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
             )
     model.load_state_dict(state)
     model.checkpoint_meta = info.get("meta", {})
+    model.checkpoint_data = info.get("data") if isinstance(info.get("data"), dict) else None
     return model.to(map_location).eval()

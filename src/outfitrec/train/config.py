@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from outfitrec.data.outfits import DataError
 from outfitrec.models.outfit_model import ModelConfig
@@ -153,6 +153,13 @@ class RuntimeConfig(_Section):
     eval_batch_size: int = Field(512, ge=1, description="Outfits per batch when scoring evaluation candidates.")
     log_every: int = Field(10, ge=1, description="Steps between TensorBoard scalar writes of the training loss.")
     progress: bool = Field(True, description="Show tqdm progress bars (hidden anyway when not on a terminal).")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        from outfitrec.devices import check_device
+
+        return check_device(value, available=False)  # the machine's devices: checked when a run starts
 
 
 class RunConfig(_Section):

@@ -23,6 +23,7 @@ else to JSON (optimizer state and RNG states are flattened into both).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -192,6 +193,8 @@ class RunDir:
         (a resumed run with another config would not be the same run).
         """
         run = cls(path)
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError(f"{run.path}: --run-dir exists and is not a directory")
         if resume and run.config_path.is_file():
             saved = config_from_dict(_read_yaml(run.config_path), str(run.config_path))
             if config is not None and config.model_dump() != saved.model_dump():
@@ -201,6 +204,7 @@ class RunDir:
                 # only the epoch budget, patience or runtime settings changed: extend / continue the run
                 saved = config
                 write_text_atomic(run.config_path, config.to_yaml())
+            _check_run_device(saved)
             run.recover()
             info = read_json(run.run_json) if run.run_json.is_file() else {}
             info.setdefault("resumes", []).append(now_iso())
@@ -208,12 +212,53 @@ class RunDir:
             return run, saved
         if config is None:
             raise ConfigError(f"{run.path}: no config.yaml to resume from; pass --config")
-        if run.path.exists() and any(p.name != "tb" for p in run.path.iterdir()):
-            raise ConfigError(f"{run.path}: run directory exists and is not empty; use --resume or another --run-dir")
+        _check_run_device(config)
+        run.clear_untrained()
         run.path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run.config_path, config.to_yaml())
         write_json_atomic(run.run_json, provenance(config))
         return run, config
+
+    def trained_anything(self) -> bool:
+        """Whether the run got as far as a checkpoint (best model, resume state or final metrics)."""
+        p = self.path
+        return any(
+            x.exists()
+            for x in (p / "model" / "model.json", p / "model.old", p / "last" / STATE_JSON, self.metrics_json)
+        )
+
+    def clear_untrained(self) -> None:
+        """Make room for a fresh run: refuse a folder that holds a trained run or foreign files.
+
+        A run that failed before its first checkpoint (a bad learning rate, a
+        teacher of other data, a kill during the first epoch) leaves only
+        config.yaml, run.json, tb/ and temporary files: those are removed so the
+        same --run-dir can be used again, instead of trapping it.
+        """
+        p = self.path
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{p}: --run-dir exists and is not a directory")
+        if not p.exists():
+            return
+        entries = list(p.iterdir())
+        if not entries:
+            return
+        if self.trained_anything():
+            raise ConfigError(
+                f"{p}: run directory is not empty (it holds a trained run); "
+                "use --resume to continue it, or another --run-dir"
+            )
+        foreign = [e.name for e in entries if e.name not in RUN_ENTRIES and not _is_temporary(e.name)]
+        if foreign:
+            raise ConfigError(
+                f"{p}: run directory exists and holds files that are not a run's ({', '.join(sorted(foreign)[:3])}); "
+                "use another --run-dir"
+            )
+        for e in entries:  # an untrained run's leftovers
+            if e.is_dir() and not e.is_symlink():
+                shutil.rmtree(e)
+            else:
+                e.unlink()
 
     def recover(self) -> None:
         """Finish or roll back a best-checkpoint swap interrupted by a kill; drop temporary leftovers."""
@@ -243,31 +288,130 @@ class RunDir:
         shutil.rmtree(old, ignore_errors=True)
 
     def save_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        """Write the resume state: tensors first, then state.json (the commit point) naming them."""
+        """Write the resume state: tensors first, then state.json (the commit point) naming them.
+
+        state.json carries the SHA-256 of the tensor file and of its own
+        content, so a truncated or edited state is refused on resume.
+        """
         self.last_dir.mkdir(parents=True, exist_ok=True)
         name = f"state-{int(meta['epoch']):05d}.safetensors"
         save_tensors_atomic(self.last_dir / name, tensors)
-        write_json_atomic(self.last_dir / STATE_JSON, {**meta, "tensors": name})
+        body = {**meta, "tensors": name, "tensors_sha256": _file_sha256(self.last_dir / name)}
+        write_json_atomic(self.last_dir / STATE_JSON, {**body, "checksum": _json_sha256(body)})
         for p in self.last_dir.glob("state-*.safetensors"):
             if p.name != name:
                 p.unlink(missing_ok=True)
 
     def load_state(self) -> tuple[dict[str, torch.Tensor], dict] | None:
-        """The last committed resume state, or None when the run never finished an epoch."""
+        """The last committed resume state, or None when the run never finished an epoch.
+
+        ConfigError (one line) for a state that is truncated, edited or not ours.
+        """
         path = self.last_dir / STATE_JSON
         if not path.is_file():
             return None
-        meta = read_json(path)
+        hint = f"delete {self.last_dir} and --resume to train again from epoch 0"
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: resume state is damaged (not readable JSON: {exc}); {hint}") from None
+        problem = _state_problem(meta)
+        if problem:
+            raise ConfigError(f"{path}: resume state is damaged or edited ({problem}); {hint}")
         tensors_path = self.last_dir / meta["tensors"]
         if not tensors_path.is_file():
-            raise ConfigError(f"{path}: names {meta['tensors']}, which is missing")
-        return load_file(str(tensors_path)), meta
+            raise ConfigError(f"{path}: names {meta['tensors']}, which is missing; {hint}")
+        if "tensors_sha256" in meta and _file_sha256(tensors_path) != meta["tensors_sha256"]:
+            raise ConfigError(f"{tensors_path}: resume state is truncated or edited (SHA-256 differs); {hint}")
+        try:
+            tensors = load_file(str(tensors_path))
+        except Exception as exc:  # safetensors raises its own error types for a damaged file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(
+                f"{tensors_path}: resume state is not a readable safetensors file ({first}); {hint}"
+            ) from None
+        missing = [k for k in ("rng.torch", "rng.numpy_keys") if k not in tensors]
+        if missing:
+            raise ConfigError(f"{tensors_path}: resume state lacks tensors {missing}; {hint}")
+        return tensors, meta
 
     def write_metrics(self, metrics: dict) -> None:
         write_json_atomic(self.metrics_json, metrics)
 
     def write_history(self, history: list[dict]) -> None:
         write_json_atomic(self.history_json, history)
+
+
+RUN_ENTRIES = frozenset(
+    {"config.yaml", "run.json", "history.json", "metrics.json", "tb", "model", "model.tmp", "model.old", "last"}
+)
+
+
+def _is_temporary(name: str) -> bool:
+    """A leftover of an atomic write (`.NAME.XXXX.tmp`) or of a folder swap."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _check_run_device(config: RunConfig) -> None:
+    from outfitrec.data.outfits import DataError
+    from outfitrec.devices import check_device
+
+    try:
+        check_device(config.runtime.device)
+    except DataError as exc:
+        raise ConfigError(f"runtime.device: {exc}") from None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _state_problem(meta: Any) -> str:
+    """What is wrong with a resume state.json ('' when it looks whole): checksum, keys, types."""
+    if not isinstance(meta, dict):
+        return "not a JSON object"
+    if "checksum" in meta:
+        body = {k: v for k, v in meta.items() if k != "checksum"}
+        if _json_sha256(body) != meta["checksum"]:
+            return "its checksum differs from its content"
+    expected = {
+        "epoch": int,
+        "best_epoch": int,
+        "bad_epochs": int,
+        "stopped": bool,
+        "history": list,
+        "optimizer": dict,
+        "rng": dict,
+        "tensors": str,
+    }
+    for key, kind in expected.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"key {key!r} is {value!r}, expected {kind.__name__}"
+    if meta["epoch"] < 0 or meta["bad_epochs"] < 0:
+        return "a negative epoch count"
+    if meta.get("best") is not None and not isinstance(meta["best"], (int, float)):
+        return f"key 'best' is {meta['best']!r}, expected a number or null"
+    if "/" in meta["tensors"] or "\\" in meta["tensors"] or not meta["tensors"].endswith(".safetensors"):
+        return f"key 'tensors' is {meta['tensors']!r}, expected a file name in last/"
+    if not isinstance(meta["optimizer"].get("param_groups"), list) or not isinstance(
+        meta["optimizer"].get("scalars"), dict
+    ):
+        return "key 'optimizer' lacks param_groups / scalars"
+    rng = meta["rng"]
+    if not (isinstance(rng.get("numpy"), list) and len(rng["numpy"]) == 4):
+        return "key 'rng.numpy' is not a list of 4"
+    if not (isinstance(rng.get("python"), list) and len(rng["python"]) == 3):
+        return "key 'rng.python' is not a list of 3"
+    return ""
 
 
 def provenance(config: RunConfig) -> dict:
