@@ -123,13 +123,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Export the model (item encoder, outfit encoder, user scorer) to ONNX and check parity with onnxruntime."""
         from outfitrec.data.outfits import OutfitDataset
-        from outfitrec.models.checkpoint import load_model
+        from outfitrec.models.checkpoint import check_data_numbering, load_model
         from outfitrec.recommend.engine import checkpoint_hash, resolve_dataset_path, run_data_path
         from outfitrec.recommend.onnx_export import export_onnx, parity_report
 
         checkpoint = _checkpoint_dir(run)
         dataset = OutfitDataset.load(resolve_dataset_path(data) if data else run_data_path(run))
         model = load_model(checkpoint)
+        check_data_numbering(model, dataset, "model", f"checkpoint {checkpoint}")
         model.bind_catalogue(dataset.catalogue)
         model.eval()
         target = out if out is not None else checkpoint / "onnx"

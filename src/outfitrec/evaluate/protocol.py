@@ -214,11 +214,18 @@ def model_dir_of(run_or_model: str | Path) -> Path:
     raise DataError(f"{p}: neither a run directory with a model/ checkpoint nor a model directory")
 
 
-def load_run_model(run_dir: str | Path, dataset: OutfitDataset, device: str = "cpu"):
-    """The run's best model, bound to the dataset's catalogue, in eval mode."""
-    from outfitrec.models.checkpoint import load_model
+def load_run_model(run_dir: str | Path, dataset: OutfitDataset, device: str = "cpu", role: str = "model"):
+    """The run's best model, bound to the dataset's catalogue, in eval mode.
 
-    model = load_model(model_dir_of(run_dir))
+    Refuses (one DataError line) a dataset whose user / item numbering is not
+    the one the checkpoint was trained on (`check_data_numbering`); `role`
+    names the checkpoint in that message ('model', 'teacher').
+    """
+    from outfitrec.models.checkpoint import check_data_numbering, load_model
+
+    directory = model_dir_of(run_dir)
+    model = load_model(directory)
+    check_data_numbering(model, dataset, role, f"checkpoint {directory}")
     model.bind_catalogue(dataset.catalogue)
     model.to(device)
     model.eval()

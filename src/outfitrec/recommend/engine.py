@@ -154,19 +154,14 @@ class Recommender:
         backend="onnx" runs the ONNX export in `onnx_dir` (default: checkpoint_dir/onnx), exporting it first
         when it is missing. cache: keep the search index in checkpoint_dir/cache/ (keyed by the checkpoint hash).
         """
-        from outfitrec.models.checkpoint import load_model
+        from outfitrec.models.checkpoint import check_data_numbering, load_model
 
         started = time.perf_counter()
         checkpoint_dir = Path(checkpoint_dir)
         dataset_path = resolve_dataset_path(data_path)
         dataset = OutfitDataset.load(dataset_path)
         model = load_model(checkpoint_dir)
-        n_model_items = getattr(model, "n_items", None)
-        if n_model_items is not None and int(n_model_items) != dataset.catalogue.n_items:
-            raise DataError(
-                f"{checkpoint_dir}: the model knows {n_model_items} items, {dataset_path} has "
-                f"{dataset.catalogue.n_items}"
-            )
+        check_data_numbering(model, dataset, "model", f"checkpoint {checkpoint_dir}, dataset {dataset_path}")
         model.bind_catalogue(dataset.catalogue)
         model.eval()
         digest = checkpoint_hash(checkpoint_dir)
