@@ -285,15 +285,7 @@ def plot_summary(summary: list[dict], path: Path, title: str, split: str) -> boo
 
 def _save_fig(fig, path: Path) -> None:
     """Save a figure through a temporary file and a rename (never a half-written PNG)."""
-    import os
-    import tempfile
+    from outfitrec.data.io import atomic_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

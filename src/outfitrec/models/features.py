@@ -16,9 +16,7 @@ after which the chunks are removed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from outfitrec.data.outfits import Catalogue, DataError, OutfitDataset, write_text_atomic
+from outfitrec.data.io import atomic_file
+from outfitrec.data.outfits import Catalogue, DataError, OutfitDataset, dataset_fingerprint, write_text_atomic
 from outfitrec.models.encoders import writable_array
 
 BACKBONE = "efficientnet-lite2"
@@ -116,14 +115,8 @@ def compute_features(
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        np.save(tmp, array, allow_pickle=False)
 
 
 def _chunk_ok(path: Path, rows: int) -> bool:
@@ -199,7 +192,9 @@ def extract_features(
     chunks = out_dir / CHUNKS_DIR
     chunks.mkdir(parents=True, exist_ok=True)
     manifest = chunks / "manifest.json"
+    fingerprint = None if isinstance(data, Catalogue) else dataset_fingerprint(source)
     plan = {"backbone": BACKBONE, "n_items": n, "chunk_size": chunk_size, "source": source}
+    plan["dataset_fingerprint"] = fingerprint  # the dataset these features were made from
     if manifest.exists():
         old = json.loads(manifest.read_text())
         if {k: old.get(k) for k in ("backbone", "n_items", "chunk_size")} != {

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from outfitrec.data.io import atomic_file
 from outfitrec.data.outfits import Catalogue, DataError, OutfitDataset, write_text_atomic
 
 OPSET = 18
@@ -124,8 +125,7 @@ def item_inputs(model: nn.Module, item_ids: np.ndarray) -> np.ndarray:
 def _export(module: nn.Module, args: tuple, path: Path, names: list[str], output: str, dynamic: dict) -> None:
     """torch.onnx.export of one graph (legacy exporter, dynamo as the fallback) to a temp file, then rename."""
     module = module.eval()  # export restores the wrapper's mode recursively: the wrapper must be in eval mode
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -151,9 +151,6 @@ def _export(module: nn.Module, args: tuple, path: Path, names: list[str], output
                     opset_version=OPSET,
                     dynamo=True,
                 )
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def export_onnx(model: nn.Module, out_dir: str | Path, checkpoint_sha256: str = "") -> list[Path]:

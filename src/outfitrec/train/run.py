@@ -30,7 +30,6 @@ import platform
 import random
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from outfitrec.data.io import atomic_file
 from outfitrec.data.outfits import write_text_atomic
 from outfitrec.train.config import ConfigError, RunConfig, config_from_dict
 
@@ -80,16 +80,8 @@ def read_json(path: str | Path) -> Any:
 
 def save_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
     """safetensors file through a temporary file + rename (tensors copied contiguous, sharing broken)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------- state flattening
