@@ -371,7 +371,7 @@ class Trainer:
             terms = {"loss": loss, **terms}
             stats.add(terms)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch + 1}, step {i}: loss is {float(loss)}; lower optim.lr")
+                raise FloatingPointError(f"epoch {epoch + 1}, step {i}: loss is {float(loss.detach())}; lower optim.lr")
             step = epoch * self.sampler.n_batches + i + 1  # global step, 1-based: epoch e ends at (e+1) * n_batches
             if writer is not None and i % cfg.runtime.log_every == 0:
                 for k, v in terms.items():
