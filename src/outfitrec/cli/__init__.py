@@ -1,7 +1,10 @@
 """The `outfitrec` command line: a thin layer over the library.
 
-Each sub-module registers its commands on the one Typer app; bad input
-(`DataError`, `ConfigError`) is reported as one clear line, exit code 2.
+Each sub-module registers its commands on the one Typer app. `main` is the
+one error boundary: every user error (bad data, config or checkpoint, a file
+system that refuses a write, an unknown user, a diverged training run) is
+reported as one line `error: ...` on stderr with exit code 2. Anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -36,9 +39,38 @@ for module in (data_cli, features_cli, train_cli, experiment_cli, recommend_cli,
     module.register(app)
 
 
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message of a user error, or None for an unexpected exception (a bug: keep the traceback).
+
+    User errors: DataError and its subclasses (ConfigError, CheckpointError),
+    the file system's refusals (OSError: read-only folder, a file where a
+    folder is expected, a full disk...), an unknown user or item (NotFound), a
+    non-finite training loss (FloatingPointError) and non-finite scores.
+    """
+    from outfitrec.evaluate.metrics import NonFiniteScores
+    from outfitrec.recommend.engine import NotFound
+
+    if isinstance(exc, (DataError, FloatingPointError, NonFiniteScores)):
+        return str(exc)
+    if isinstance(exc, NotFound):
+        return str(exc).strip("'\"")
+    if isinstance(exc, OSError):
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        what = exc.strerror or str(exc) or type(exc).__name__
+        return f"{where}: {what}" if where else what
+    return None
+
+
 def main() -> None:
+    """Run the CLI; user errors end as one line `error: ...` on stderr, exit code 2."""
     try:
         app()
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)

@@ -71,9 +71,10 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a run's best checkpoint on the fixed candidates of a split; prints a table, writes JSON."""
     from outfitrec.data.outfits import write_text_atomic
+    from outfitrec.devices import check_device
     from outfitrec.evaluate.protocol import dumps, evaluate_run, format_table
 
-    metrics = evaluate_run(run, split, data, device=device)
+    metrics = evaluate_run(run, split, data, device=check_device(device))
     rows = {f"model ({split})": metrics}
     if "popularity" in metrics:
         rows[f"popularity ({split})"] = metrics["popularity"]

@@ -38,6 +38,9 @@ from outfitrec.recommend.search import (
 Backend = Literal["torch", "onnx"]
 ENCODE_BATCH = 512
 INDEX_VERSION = 1
+MAX_K = 1000  # outfits per request (the HTTP service allows fewer: serve/app.py)
+MAX_BEAM_WIDTH = 4096
+MAX_SHORTLIST = 100_000
 
 
 class NotFound(LookupError):
@@ -252,6 +255,17 @@ class Recommender:
                 raise NotFound(f"item {item} not found (items are 0..{n - 1})")
         return [int(i) for i in items]
 
+    @staticmethod
+    def check_bounds(k: int, beam_width: int = DEFAULT_BEAM_WIDTH, shortlist: int = DEFAULT_SHORTLIST) -> None:
+        """k, beam width and shortlist inside their bounds (DataError naming the option otherwise)."""
+        for name, value, hi in (
+            ("k", k, MAX_K),
+            ("beam width", beam_width, MAX_BEAM_WIDTH),
+            ("shortlist", shortlist, MAX_SHORTLIST),
+        ):
+            if not 1 <= int(value) <= hi:
+                raise DataError(f"{name} must be 1..{hi}, got {value}")
+
     def check_templates(self, templates: Sequence[int] | None) -> list[list[int]]:
         if templates is None:
             return self.templates
@@ -277,6 +291,7 @@ class Recommender:
         stats: SearchStats | None = None,
     ) -> list[Recommendation]:
         """The user's k best new outfits (their training outfits excluded) over the templates (indices)."""
+        self.check_bounds(k, beam_width, shortlist)
         user = self.check_user(user)
         chosen = self.check_templates(templates)
         with self._slots:
@@ -307,6 +322,7 @@ class Recommender:
         shortlist: int = DEFAULT_SHORTLIST,
     ) -> list[Recommendation]:
         """The k best outfits containing the given items, missing slots filled (templates the items fit)."""
+        self.check_bounds(k, beam_width, shortlist)
         user = self.check_user(user)
         items = self.check_items(items)
         if not items:
