@@ -56,6 +56,9 @@ def _names_sha256(names) -> str:
     return digest.hexdigest()
 
 
+_SINGULAR = {"users": "user", "items": "item", "categories": "category"}
+
+
 def data_numbering(dataset) -> dict:
     """The fingerprint of a dataset's numbering: counts and hashes of the user, item and category names.
 
@@ -69,14 +72,12 @@ def data_numbering(dataset) -> dict:
     }
     out: dict = {}
     for key, names in parts.items():
+        one = _SINGULAR[key]
         out[f"n_{key}"] = len(names)
-        out[f"{key}_sha256"] = _names_sha256(names)
+        out[f"{one}_names_sha256"] = _names_sha256(names)
         if len(names) <= MAX_STORED_NAMES:
-            out[f"{key}_names"] = names
+            out[f"{one}_names"] = names
     return out
-
-
-_SINGULAR = {"users": "user", "items": "item", "categories": "category"}
 
 
 def check_data_numbering(model_or_info, dataset, role: str = "model", where: str = "") -> None:
@@ -107,17 +108,18 @@ def check_data_numbering(model_or_info, dataset, role: str = "model", where: str
         return  # a checkpoint from before the fingerprint: the counts are all it can tell
     mine = data_numbering(dataset)
     for key in ("users", "items", "categories"):
-        theirs_hash = stored.get(f"{key}_sha256")
-        if theirs_hash is None or theirs_hash == mine[f"{key}_sha256"]:
+        one = _SINGULAR[key]
+        theirs_hash = stored.get(f"{one}_names_sha256")
+        if theirs_hash is None or theirs_hash == mine[f"{one}_names_sha256"]:
             continue
-        theirs, ours = stored.get(f"{key}_names"), mine.get(f"{key}_names")
+        theirs, ours = stored.get(f"{one}_names"), mine.get(f"{one}_names")
         if isinstance(theirs, list) and ours is not None and len(theirs) == len(ours):
             i = next(j for j, (a, b) in enumerate(zip(theirs, ours)) if a != b)
-            detail = f"{_SINGULAR[key]} {i} is {theirs[i]} there, {ours[i]} here"
+            detail = f"{one} {i} is {theirs[i]} there, {ours[i]} here"
         else:
-            detail = f"SHA-256 {theirs_hash[:12]} there, {mine[f'{key}_sha256'][:12]} here"
+            detail = f"SHA-256 {str(theirs_hash)[:12]} there, {mine[f'{one}_names_sha256'][:12]} here"
         raise CheckpointError(
-            f"{role}: {_SINGULAR[key]} names differ from the dataset's ({detail}); "
+            f"{role}: {one} names differ from the dataset's ({detail}); "
             f"the {role} was trained on another numbering{suffix}"
         )
 
