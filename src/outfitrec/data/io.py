@@ -156,7 +156,7 @@ def write_manifest(folder: str | Path, kind: str, **facts) -> dict:
 
     Written last into a folder under construction, so its presence means every other file is there.
     """
-    info = {"format": MANIFEST_FORMAT, "version": 1, "kind": kind, **facts}
+    info = {**facts, "format": MANIFEST_FORMAT, "version": 1, "kind": kind}
     write_text_atomic(Path(folder) / MANIFEST, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return info
 

@@ -206,5 +206,5 @@ def prepare(
         missing = tuple(s for s in ("valid", "test") if s not in shipped)
         for split, path in write_fitb_files(dataset, tmp, seed=seed, splits=missing, optional=True).items():
             written[f"fitb_{split}"] = out / path.name
-        write_manifest(tmp, "prepared", **folder_facts(dataset, tmp / DATASET_FILE, seed=seed, k=k, format=fmt))
+        write_manifest(tmp, "prepared", **folder_facts(dataset, tmp / DATASET_FILE, seed=seed, k=k, source_format=fmt))
     return written
