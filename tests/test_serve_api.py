@@ -140,3 +140,91 @@ def test_concurrent_requests_agree_with_serial(app, client):
     responses = asyncio.run(burst())
     assert all(r.status_code == 200 for r in responses)
     assert [r.json()["outfits"] for r in responses] == serial
+
+
+# --------------------------------------------------------------------------- strict requests (issue 13, kind 7)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/recommend", {"user": True}, "user"),
+        ("/api/recommend", {"user": "1"}, "user"),
+        ("/api/recommend", {"user": 1.0}, "user"),
+        ("/api/recommend", {"user": 1, "k": "3"}, "k"),
+        ("/api/recommend", {"user": 1, "templates": [False]}, "templates"),
+        ("/api/recommend", {"user": 1, "diverse": 1}, "diverse"),
+        ("/api/complete", {"user": 1, "items": ["5"]}, "items"),
+        ("/api/complete", {"user": False, "items": [5]}, "user"),
+        ("/api/score", {"user": 1, "outfits": [[True, 20]]}, "outfits"),
+        ("/api/score", {"user": 1, "outfits": [list(range(17))]}, "outfits"),
+        ("/api/recommend", {"user": 1, "templates": [0] * 33}, "templates"),
+    ],
+)
+def test_ids_are_strict_integers(client, path, body, field):
+    """JSON true, "1" or 1.0 is not a user (or item) id: 422 naming the field, never user 1."""
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert any(field in map(str, e["loc"]) for e in r.json()["detail"])
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        ("/api/recommend", '{"user": NaN}'),
+        ("/api/recommend", '{"user": 0, "k": Infinity}'),
+        ("/api/recommend", '{"user": -Infinity}'),
+        ("/api/score", '{"user": 0, "outfits": [[0, NaN]]}'),
+        ("/api/complete", '{"user": 0, "items": [Infinity]}'),
+    ],
+)
+def test_nan_and_infinity_in_a_body_are_422_not_500(client, path, raw):
+    r = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]  # valid JSON (the echoed input is a string)
+    assert detail and all("msg" in e for e in detail)
+
+
+def test_an_item_without_an_image_is_404(app, client, monkeypatch):
+    import numpy as np
+
+    catalogue = app.state.recommender.dataset.catalogue
+    monkeypatch.setattr(catalogue, "images", None)  # and no image files either
+    r = client.get("/api/items/7/image.png", params={"scale": 3})
+    assert r.status_code == 404 and r.json()["detail"].startswith("item 7 has no image")
+    monkeypatch.setattr(catalogue, "image_paths", np.asarray(["/nonexistent/7.png"] * catalogue.n_items))
+    r = client.get("/api/items/8/image.png", params={"scale": 3})
+    assert r.status_code == 404 and "item 8 has no image" in r.json()["detail"]
+
+
+def test_openapi_lists_the_404_and_422_of_each_route(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    expected = {
+        ("/api/recommend", "post"): {"404", "422"},
+        ("/api/complete", "post"): {"404", "422"},
+        ("/api/score", "post"): {"404", "422"},
+        ("/api/users/{user}/history", "get"): {"404", "422"},
+        ("/api/items", "get"): {"404", "422"},
+        ("/api/items/{item_id}", "get"): {"404", "422"},
+        ("/api/items/{item_id}/image.png", "get"): {"404", "422"},
+        ("/api/users", "get"): {"422"},
+    }
+    for (path, method), codes in expected.items():
+        responses = paths[path][method]["responses"]
+        assert codes <= set(responses), (path, sorted(responses))
+        if "404" in codes:
+            schema = responses["404"]["content"]["application/json"]["schema"]
+            assert schema["$ref"].endswith("/Message")
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/users", {"offset": 2**31}),
+        ("/api/items", {"offset": 2**31}),
+        ("/api/items", {"category": "x" * 201}),
+        ("/api/items", {"limit": 1001}),
+    ],
+)
+def test_query_sizes_are_bounded(client, path, params):
+    assert client.get(path, params=params).status_code == 422

@@ -4,21 +4,29 @@
 `outfitrec.recommend.engine.Recommender`; `outfitrec serve RUN` runs it with
 uvicorn on loopback. Endpoints are plain `def` functions (FastAPI runs them
 in its thread pool) and the engine serialises inference with one lock, so
-concurrent requests are safe. Unknown users and items answer 404, requests
-outside their bounds 422, each with a one-line message in `detail`.
+concurrent requests are safe. Unknown users and items (and an item without an
+image) answer 404, requests outside their bounds 422, each with a one-line
+message in `detail` (422 from the request schema: FastAPI's list of
+validation errors). Request bodies are strict: a user id is a JSON integer
+(`true` and `"1"` are refused), NaN / Infinity give 422, and every list and
+number has a bound; the OpenAPI schema lists each route's 404 / 422.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from outfitrec import __version__
 from outfitrec.data.outfits import DataError
@@ -32,41 +40,91 @@ MAX_OUTFIT_ITEMS = 16
 MAX_BEAM = 256
 MAX_SHORTLIST = 500
 MAX_PAGE = 1000
+MAX_OFFSET = 2**31 - 1
+MAX_TEMPLATES = 32
+MAX_NAME = 200
 IMAGE_CACHE = 4096
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown keys refused, no coercion (JSON true or "1" is not an integer)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+ItemId = Annotated[StrictInt, Field(description="item id (0..n_items-1)")]
+OutfitItems = Annotated[
+    list[ItemId], Field(min_length=1, max_length=MAX_OUTFIT_ITEMS, description="item ids of one outfit")
+]
+
+
+class Message(BaseModel):
+    """An error with a one-line message."""
+
+    detail: str
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationMessage(BaseModel):
+    """A request outside its schema or bounds: FastAPI's list of validation errors, or one message."""
+
+    detail: list[ValidationIssue] | str
+
+
+NOT_FOUND = {404: {"model": Message, "description": "Unknown user, item, category or split (or an item without image)"}}
+INVALID = {422: {"model": ValidationMessage, "description": "Request outside its schema or bounds"}}
+ERRORS = NOT_FOUND | INVALID
+
+
+def _finite(value: Any) -> Any:
+    """A JSON-safe copy: NaN / Infinity (echoed back from a request body) become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 class RecommendRequest(_Strict):
     """Top-k new outfits for a user (their training outfits are never returned)."""
 
-    user: int = Field(description="user id (0..n_users-1)")
-    k: int = Field(10, ge=1, le=MAX_K, description="number of outfits")
+    user: StrictInt = Field(description="user id (0..n_users-1)")
+    k: StrictInt = Field(10, ge=1, le=MAX_K, description="number of outfits")
     diverse: bool = Field(False, description="no item appears in two of the returned outfits")
-    templates: list[int] | None = Field(
-        None, min_length=1, max_length=32, description="template indices to fill (default: all, see /api/info)"
+    templates: list[StrictInt] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_TEMPLATES,
+        description="template indices to fill (default: all, see /api/info)",
     )
-    beam_width: int = Field(32, ge=1, le=MAX_BEAM, description="partial outfits kept per slot")
-    shortlist: int = Field(40, ge=1, le=MAX_SHORTLIST, description="items per slot considered")
+    beam_width: StrictInt = Field(32, ge=1, le=MAX_BEAM, description="partial outfits kept per slot")
+    shortlist: StrictInt = Field(40, ge=1, le=MAX_SHORTLIST, description="items per slot considered")
 
 
 class CompleteRequest(_Strict):
     """Complete an outfit: the best items for the missing slots of a template the given items fit."""
 
-    user: int = Field(description="user id (0..n_users-1)")
-    items: list[int] = Field(min_length=1, max_length=MAX_OUTFIT_ITEMS, description="item ids already chosen")
-    k: int = Field(5, ge=1, le=MAX_K, description="number of completed outfits")
-    template: int | None = Field(None, ge=0, description="template index (default: every template the items fit)")
+    user: StrictInt = Field(description="user id (0..n_users-1)")
+    items: list[ItemId] = Field(min_length=1, max_length=MAX_OUTFIT_ITEMS, description="item ids already chosen")
+    k: StrictInt = Field(5, ge=1, le=MAX_K, description="number of completed outfits")
+    template: StrictInt | None = Field(
+        None, ge=0, le=MAX_OFFSET, description="template index (default: every template the items fit)"
+    )
     diverse: bool = Field(False, description="the added items differ between the returned outfits")
 
 
 class ScoreRequest(_Strict):
     """Scores of a user for given outfits."""
 
-    user: int = Field(description="user id (0..n_users-1)")
-    outfits: list[list[int]] = Field(
+    user: StrictInt = Field(description="user id (0..n_users-1)")
+    outfits: list[OutfitItems] = Field(
         min_length=1, max_length=MAX_SCORE_BATCH, description=f"up to {MAX_SCORE_BATCH} outfits (lists of item ids)"
     )
 
@@ -120,6 +178,7 @@ def create_app(recommender: Recommender) -> FastAPI:
         description="Personalized outfit recommendation: recommend, complete and score outfits for a user.",
     )
     rec = recommender
+    app.state.recommender = rec
     catalogue = rec.dataset.catalogue
     png_cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
     png_lock = threading.Lock()
@@ -131,6 +190,11 @@ def create_app(recommender: Recommender) -> FastAPI:
     @app.exception_handler(DataError)
     def _bad_request(_: Request, exc: DataError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # the errors echo the offending input: NaN / Infinity there must not turn a 422 into a 500
+        return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))})
 
     def item(i: int) -> Item:
         return Item(
@@ -159,8 +223,10 @@ def create_app(recommender: Recommender) -> FastAPI:
     def info() -> dict:
         return rec.info | {"limits": {"k": MAX_K, "score_batch": MAX_SCORE_BATCH, "outfit_items": MAX_OUTFIT_ITEMS}}
 
-    @app.get("/api/users", response_model=UserPage, summary="Users, with their number of training outfits")
-    def users(offset: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=MAX_PAGE)) -> UserPage:
+    @app.get(
+        "/api/users", response_model=UserPage, summary="Users, with their number of training outfits", responses=INVALID
+    )
+    def users(offset: int = Query(0, ge=0, le=MAX_OFFSET), limit: int = Query(100, ge=1, le=MAX_PAGE)) -> UserPage:
         ids = range(offset, min(offset + limit, rec.dataset.n_users))
         names = rec.dataset.user_names
         return UserPage(
@@ -168,12 +234,14 @@ def create_app(recommender: Recommender) -> FastAPI:
             users=[User(id=u, name=str(names[u]), n_train=len(rec.history(u, "train"))) for u in ids],
         )
 
-    @app.get("/api/users/{user}/history", response_model=OutfitList, summary="A user's outfits in a split")
+    @app.get(
+        "/api/users/{user}/history", response_model=OutfitList, summary="A user's outfits in a split", responses=ERRORS
+    )
     def history(user: int, split: str = Query("train", pattern="^(train|valid|test)$")) -> OutfitList:
         outfits = [Outfit(items=[item(i) for i in o]) for o in rec.history(user, split)]
         return OutfitList(user=user, outfits=outfits)
 
-    @app.post("/api/recommend", response_model=OutfitList, summary="The user's top-k new outfits")
+    @app.post("/api/recommend", response_model=OutfitList, summary="The user's top-k new outfits", responses=ERRORS)
     def recommend(req: RecommendRequest) -> OutfitList:
         import time
 
@@ -183,7 +251,9 @@ def create_app(recommender: Recommender) -> FastAPI:
         )
         return OutfitList(user=req.user, outfits=[outfit(r) for r in recs], seconds=time.perf_counter() - start)
 
-    @app.post("/api/complete", response_model=OutfitList, summary="Fill the missing slots of an outfit")
+    @app.post(
+        "/api/complete", response_model=OutfitList, summary="Fill the missing slots of an outfit", responses=ERRORS
+    )
     def complete(req: CompleteRequest) -> OutfitList:
         import time
 
@@ -191,17 +261,19 @@ def create_app(recommender: Recommender) -> FastAPI:
         recs = rec.complete(req.user, req.items, req.k, req.template, req.diverse)
         return OutfitList(user=req.user, outfits=[outfit(r) for r in recs], seconds=time.perf_counter() - start)
 
-    @app.post("/api/score", response_model=Scores, summary="Scores of a user for given outfits")
+    @app.post("/api/score", response_model=Scores, summary="Scores of a user for given outfits", responses=ERRORS)
     def score(req: ScoreRequest) -> Scores:
         for r, o in enumerate(req.outfits):
             if not 1 <= len(o) <= MAX_OUTFIT_ITEMS:
                 raise DataError(f"outfits[{r}]: {len(o)} items, expected 1..{MAX_OUTFIT_ITEMS}")
         return Scores(user=req.user, scores=[float(s) for s in rec.score(req.user, req.outfits)])
 
-    @app.get("/api/items", response_model=ItemPage, summary="Catalogue items, optionally of one category")
+    @app.get(
+        "/api/items", response_model=ItemPage, summary="Catalogue items, optionally of one category", responses=ERRORS
+    )
     def items(
-        category: str | None = Query(None, description="category name"),
-        offset: int = Query(0, ge=0),
+        category: str | None = Query(None, max_length=MAX_NAME, description="category name"),
+        offset: int = Query(0, ge=0, le=MAX_OFFSET),
         limit: int = Query(100, ge=1, le=MAX_PAGE),
     ) -> ItemPage:
         if category is None:
@@ -213,7 +285,7 @@ def create_app(recommender: Recommender) -> FastAPI:
         page = list(ids[offset : offset + limit])
         return ItemPage(total=len(ids), items=[item(i) for i in page])
 
-    @app.get("/api/items/{item_id}", response_model=Item, summary="One catalogue item")
+    @app.get("/api/items/{item_id}", response_model=Item, summary="One catalogue item", responses=ERRORS)
     def one_item(item_id: int) -> Item:
         rec.check_items([item_id])
         return item(item_id)
@@ -222,14 +294,17 @@ def create_app(recommender: Recommender) -> FastAPI:
         "/api/items/{item_id}/image.png",
         summary="The item's image (PNG)",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}}},
+        responses={200: {"content": {"image/png": {}}}} | ERRORS,
     )
     def image(item_id: int = PathParam(), scale: int = Query(1, ge=1, le=8)) -> Response:
         key = (item_id, scale)
         with png_lock:
             data = png_cache.get(key)
         if data is None:
-            data = rec.item_png(item_id, scale)
+            try:
+                data = rec.item_png(item_id, scale)
+            except DataError as exc:  # the item exists but has no (readable) image
+                raise NotFound(f"item {item_id} has no image ({exc})") from None
             with png_lock:
                 png_cache[key] = data
                 if len(png_cache) > IMAGE_CACHE:
