@@ -26,6 +26,7 @@ from outfitrec.data.prepare import resolve_dataset_path, run_data_path
 from outfitrec.recommend.search import (
     DEFAULT_BEAM_WIDTH,
     DEFAULT_SHORTLIST,
+    MAX_EXACT_COMBINATIONS,
     OutfitScorer,
     Recommendation,
     SearchIndex,
@@ -256,10 +257,17 @@ class Recommender:
         return [int(i) for i in items]
 
     @staticmethod
-    def check_bounds(k: int, beam_width: int = DEFAULT_BEAM_WIDTH, shortlist: int = DEFAULT_SHORTLIST) -> None:
-        """k, beam width and shortlist inside their bounds (DataError naming the option otherwise)."""
+    def check_bounds(
+        k: int, beam_width: int = DEFAULT_BEAM_WIDTH, shortlist: int = DEFAULT_SHORTLIST, exact: bool = False
+    ) -> None:
+        """k, beam width and shortlist inside their bounds (DataError naming the option otherwise).
+
+        k is bounded by MAX_K for the beam search, by the exact search's own
+        enumeration limit with exact=True.
+        """
+        max_k = MAX_EXACT_COMBINATIONS if exact else MAX_K
         for name, value, hi in (
-            ("k", k, MAX_K),
+            ("k", k, max_k),
             ("beam width", beam_width, MAX_BEAM_WIDTH),
             ("shortlist", shortlist, MAX_SHORTLIST),
         ):
@@ -291,7 +299,7 @@ class Recommender:
         stats: SearchStats | None = None,
     ) -> list[Recommendation]:
         """The user's k best new outfits (their training outfits excluded) over the templates (indices)."""
-        self.check_bounds(k, beam_width, shortlist)
+        self.check_bounds(k, beam_width, shortlist, exact)
         user = self.check_user(user)
         chosen = self.check_templates(templates)
         with self._slots:
