@@ -10,6 +10,7 @@ import torch
 
 from outfitrec.data.negatives import write_candidate_files
 from outfitrec.data.synthetic import make_synthetic
+from outfitrec.train.config import config_from_dict
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DIFASHION = SHARED / "data" / "polyvore-u-difashion"
@@ -35,3 +36,17 @@ def tiny_data_dir(tmp_path_factory, tiny_dataset) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def tiny_config(data_dir, **sections):
+    """A tiny, fast RunConfig on a prepared folder; `sections` update its YAML sections."""
+    raw = {
+        "name": "tiny",
+        "data": {"path": str(data_dir), "batch_size": 16, "negatives": 4, "seed": 0},
+        "model": {"encoder": "cnn", "size": "student", "dim": 8, "heads": 2, "n_anchors": 3, "dropout": 0.0},
+        "optim": {"lr": 0.003, "epochs": 2, "patience": 5},
+        "runtime": {"threads": 1, "progress": False},
+    }
+    for key, value in sections.items():
+        raw.setdefault(key, {}).update(value)
+    return config_from_dict(raw, "test")

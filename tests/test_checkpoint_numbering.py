@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train_loop import tiny_config
+from conftest import tiny_config
 
 import outfitrec.models.checkpoint as checkpoint
 from outfitrec.data.negatives import write_candidate_files

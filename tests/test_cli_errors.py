@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from test_train_loop import tiny_config
+from conftest import tiny_config
 
 from outfitrec.cli import main, user_error_message
 from outfitrec.train.loop import train

@@ -7,26 +7,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from outfitrec.cli import app
 from outfitrec.models.checkpoint import load_model
-from outfitrec.train.config import ConfigError, config_from_dict
+from outfitrec.train.config import ConfigError
 from outfitrec.train.loop import objective, train
-
-
-def tiny_config(data_dir, **sections):
-    raw = {
-        "name": "tiny",
-        "data": {"path": str(data_dir), "batch_size": 16, "negatives": 4, "seed": 0},
-        "model": {"encoder": "cnn", "size": "student", "dim": 8, "heads": 2, "n_anchors": 3, "dropout": 0.0},
-        "optim": {"lr": 0.003, "epochs": 2, "patience": 5},
-        "runtime": {"threads": 1, "progress": False},
-    }
-    for key, value in sections.items():
-        raw.setdefault(key, {}).update(value)
-    return config_from_dict(raw, "test")
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,12 @@ every file is opened through `safe_pickle.load_pickled_npy`, never with
 - test split: `test_grd.npy` when present (the full release; our shared copy
   withholds it), same layout as `valid_grd.npy`. Test outfit ids follow each
   user's validation block, so the same id-block rule gives their user.
-  `test_history.npy` / `valid_history.npy` (per-user items by category) are
-  only checked when present (users and items known); models take the history
-  from the training outfits.
+- History: `train_history.npy` (per user, up to 10 items per category that
+  the user interacted with; mostly items outside the user's outfits) becomes
+  `OutfitDataset.history` (user, item) rows: interactions known at training
+  time, read by the collaborative baselines and history-aware models.
+  `test_history.npy` / `valid_history.npy` are only checked when present
+  (users and items known); in our copy `valid_history` equals `train_history`.
 - FITB: `fitb_{split}_dict.npy` (outfit with the blank as item 0) and
   `fitb_{split}_retrieval_candidates.npy` ([true item, 4 distractors]) become
   `FitbQuestions` (split valid, and test when present). Its distractors are
@@ -216,6 +219,26 @@ def _check_history(path: Path, user_names: np.ndarray, mapper: _Mapper) -> None:
             mapper(list(items), f"{where}/{cat!r}")
 
 
+def _history_pairs(path: Path, user_source: np.ndarray, mapper: _Mapper) -> np.ndarray:
+    """`train_history.npy` (user -> {category: [item ids]}) as (user, global item) rows, int64 [n, 2].
+
+    The release's per-user item history (up to 10 items per category; mostly items outside the user's
+    outfits, 6.8% of them in the user's own training outfits): interactions known at training time.
+    """
+    history = _need(load_pickled_npy(path), dict, str(path))
+    rows: list[np.ndarray] = []
+    for user, per_cat in history.items():
+        where = f"{path}: key {user!r}"
+        pos = int(np.searchsorted(user_source, _as_int(user, where)))
+        if pos >= len(user_source) or user_source[pos] != int(user):
+            raise DataError(f"{where}: unknown user")
+        for cat, items in _need(per_cat, dict, where).items():
+            ids = mapper(list(items), f"{where}/{cat!r}")
+            rows.append(np.stack([np.full(len(ids), pos, dtype=np.int64), ids], axis=1))
+    pairs = np.concatenate(rows) if rows else np.zeros((0, 2), dtype=np.int64)
+    return np.unique(pairs, axis=0)
+
+
 def load_difashion(path: str | Path = DEFAULT_PATH) -> OutfitDataset:
     """The DiFashion Polyvore-519 release as an OutfitDataset: splits train, valid, and test when present."""
     root = Path(path)
@@ -242,6 +265,9 @@ def load_difashion(path: str | Path = DEFAULT_PATH) -> OutfitDataset:
     for name in ("valid_history.npy", "test_history.npy"):
         if (root / name).is_file():
             _check_history(root / name, user_source, mapper)
+    history = None
+    if (root / "train_history.npy").is_file():
+        history = _history_pairs(root / "train_history.npy", user_source, mapper)
 
     meta = {
         "name": "polyvore-u-difashion-519",
@@ -250,7 +276,7 @@ def load_difashion(path: str | Path = DEFAULT_PATH) -> OutfitDataset:
         "note": ("test split from test_grd.npy" if "test" in splits else "no test split in this release")
         + "; validation/test users derived from outfit-id blocks",
     }
-    return OutfitDataset(catalogue, len(user_source), splits, meta, user_source.astype(str))
+    return OutfitDataset(catalogue, len(user_source), splits, meta, user_source.astype(str), history=history)
 
 
 def difashion_fitb_splits(root: str | Path, dataset: OutfitDataset) -> list[str]:

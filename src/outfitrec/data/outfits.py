@@ -206,8 +206,18 @@ class OutfitDataset:
     meta: dict = field(default_factory=dict)
     user_names: np.ndarray | None = None
     fingerprint: str | None = field(default=None, compare=False)  # content hash, set by save / load
+    # user-item interactions beyond the outfits (e.g. DiFashion's per-user item history): int64 [n, 2] rows
+    # (user, item), known at training time; collaborative baselines and history-aware models may read them
+    history: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
+        if self.history is not None:
+            self.history = np.asarray(self.history, dtype=np.int64).reshape(-1, 2)
+            h = self.history
+            if len(h) and (h[:, 0].min() < 0 or h[:, 0].max() >= self.n_users):
+                raise DataError(f"dataset: history has a user outside 0..{self.n_users - 1}")
+            if len(h) and (h[:, 1].min() < 0 or h[:, 1].max() >= self.catalogue.n_items):
+                raise DataError(f"dataset: history has an item outside 0..{self.catalogue.n_items - 1}")
         if self.user_names is None:
             self.user_names = np.arange(self.n_users).astype(str)
         self.user_names = np.asarray(self.user_names, dtype=str)
@@ -252,6 +262,8 @@ class OutfitDataset:
         for name, split in self.splits.items():
             for key in ("users", "items", "categories", "mask", "outfit_ids"):
                 arrays[f"{name}.{key}"] = getattr(split, key)
+        if self.history is not None:
+            arrays["history"] = self.history
         header = {
             "format": "outfitrec-dataset",
             "version": FORMAT_VERSION,
@@ -286,7 +298,14 @@ class OutfitDataset:
             for name in header["splits"]
         }
         try:
-            dataset = cls(catalogue, int(header["n_users"]), splits, header.get("meta", {}), arrays["user_names"])
+            dataset = cls(
+                catalogue,
+                int(header["n_users"]),
+                splits,
+                header.get("meta", {}),
+                arrays["user_names"],
+                history=arrays.get("history"),
+            )
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from None
         dataset.fingerprint = header.get("fingerprint")

@@ -85,20 +85,43 @@ class Interactions:
     column_of: np.ndarray
 
 
-def interactions(dataset: OutfitDataset, binary: bool = True) -> Interactions:
-    """X[u, i] = 1 if item i is in one of u's training outfits (binary) or the number of such outfits (counts)."""
+def interactions(dataset: OutfitDataset, binary: bool = True, history: float = 0.0) -> Interactions:
+    """The user x item matrix the collaborative baselines are fitted on.
+
+    X[u, i] = 1 if item i is in one of u's training outfits (binary) or the number of such outfits (counts).
+    history > 0: the dataset's extra user-item interactions (`OutfitDataset.history`, e.g. DiFashion's
+    per-user item history) enter too, with this weight (an entry already set by the outfits keeps the
+    larger value). Columns: only the items that occur in X (seen items); others score 0.
+    """
     train = dataset.split("train")
     rows = np.broadcast_to(train.users[:, None], train.items.shape)[train.mask]
     items = train.items[train.mask]
+    values = np.ones(len(items))
+    if history > 0 and dataset.history is not None and len(dataset.history):
+        rows = np.concatenate([rows, dataset.history[:, 0]])
+        items = np.concatenate([items, dataset.history[:, 1]])
+        values = np.concatenate([values, np.full(len(dataset.history), -float(history))])  # < 0: history
     seen = np.unique(items)
     column_of = np.full(dataset.catalogue.n_items, -1, dtype=np.int64)
     column_of[seen] = np.arange(len(seen))
+    from_outfits = values > 0
     X = sp.csr_matrix(
-        (np.ones(len(items)), (rows, column_of[items])), shape=(dataset.n_users, len(seen)), dtype=np.float64
+        (values[from_outfits], (rows[from_outfits], column_of[items[from_outfits]])),
+        shape=(dataset.n_users, len(seen)),
+        dtype=np.float64,
     )
     X.sum_duplicates()
     if binary:
         X.data[:] = 1.0
+    if not from_outfits.all():
+        H = sp.csr_matrix(
+            (-values[~from_outfits], (rows[~from_outfits], column_of[items[~from_outfits]])),
+            shape=X.shape,
+            dtype=np.float64,
+        )
+        H.sum_duplicates()
+        H.data[:] = float(history)
+        X = X.maximum(H).tocsr()
     return Interactions(X, seen, column_of)
 
 
@@ -294,17 +317,28 @@ class BaselineSpec:
 # and of the grid around it. binary vs counts: binary as good or better everywhere (EASE 0.6677 vs 0.6655,
 # PureSVD 0.6486 vs 0.6233, item-kNN 0.6590 vs 0.6596, user-kNN 0.6130 vs 0.6133). Aggregate: every DiFashion
 # outfit has 4 items, so mean and sum rank alike; max is worse (EASE 0.6477, item-kNN 0.6547, popularity 0.5218).
+HISTORY = 1.0  # weight of the dataset's extra interactions (OutfitDataset.history) in X; 0 = outfits only
 BASELINES: dict[str, BaselineSpec] = {
     # 0.5320 (counts: outfits an item appears in, the historic definition; binary 0.5324)
-    "popularity": BaselineSpec(_fit_popularity, {"binary": False, "aggregate": "mean"}, "training outfit count"),
+    "popularity": BaselineSpec(
+        _fit_popularity, {"binary": False, "aggregate": "mean", "history": 0.0}, "training outfit count"
+    ),
     # 0.6677; lam 10: 0.6654, 30: 0.6665, 50: 0.6668, 200: 0.6668, 300: 0.6666, 1000: 0.6640, 3000: 0.6631
-    "ease": BaselineSpec(_fit_ease, {"lam": 100.0, "binary": True, "aggregate": "mean"}, "EASE closed form"),
+    "ease": BaselineSpec(
+        _fit_ease, {"lam": 100.0, "binary": True, "aggregate": "mean", "history": HISTORY}, "EASE closed form"
+    ),
     # 0.6590 with all neighbours; k 10: 0.5773, 50: 0.5833, 200: 0.6123 (items co-occur rarely: pruning hurts)
-    "itemknn": BaselineSpec(_fit_itemknn, {"k": 0, "binary": True, "aggregate": "mean"}, "item-kNN, cosine"),
+    "itemknn": BaselineSpec(
+        _fit_itemknn, {"k": 0, "binary": True, "aggregate": "mean", "history": HISTORY}, "item-kNN, cosine"
+    ),
     # 0.6169; k 10: 0.5804, 20: 0.5989, 50: 0.6130, 100: 0.6167, 150: 0.6148, 200: 0.6135, all: 0.6124
-    "userknn": BaselineSpec(_fit_userknn, {"k": 75, "binary": True, "aggregate": "mean"}, "user-kNN, cosine"),
+    "userknn": BaselineSpec(
+        _fit_userknn, {"k": 75, "binary": True, "aggregate": "mean", "history": HISTORY}, "user-kNN, cosine"
+    ),
     # 0.6532; k 8: 0.6296, 16: 0.6404, 32: 0.6486, 48: 0.6474, 96: 0.6432, 128: 0.6409, 256: 0.6323
-    "puresvd": BaselineSpec(_fit_puresvd, {"k": 64, "binary": True, "aggregate": "mean"}, "PureSVD, rank k"),
+    "puresvd": BaselineSpec(
+        _fit_puresvd, {"k": 64, "binary": True, "aggregate": "mean", "history": HISTORY}, "PureSVD, rank k"
+    ),
 }
 COLLABORATIVE = ("ease", "itemknn", "userknn", "puresvd")
 
@@ -353,8 +387,8 @@ def fit_baseline(name: str, dataset: OutfitDataset, **params) -> Baseline:
     """
     full = baseline_params(name, **params)
     start = time.perf_counter()
-    data = interactions(dataset, binary=bool(full["binary"]))
-    model_params = {k: v for k, v in full.items() if k not in ("binary", "aggregate")}
+    data = interactions(dataset, binary=bool(full["binary"]), history=float(full["history"]))
+    model_params = {k: v for k, v in full.items() if k not in ("binary", "aggregate", "history")}
     fitted = BASELINES[name].builder(data, **model_params)
     seconds = time.perf_counter() - start
     info = {"n_seen_items": len(data.seen), "nnz": int(data.X.nnz), **fitted.pop("info", {})}

@@ -89,8 +89,10 @@ class LossConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="Temperature T of the softmax over the candidates (L_rec, FND).")
     teacher: str | None = Field(
         None,
-        description="Frozen teacher: a run directory (its model/ is loaded) or a model checkpoint directory. "
-        "Optional for softmax (then only used to log false-negative flags).",
+        description="Frozen teacher: a run directory (its model/ is loaded), a model checkpoint directory, or "
+        "'baseline:NAME' (a collaborative baseline such as 'baseline:ease', fitted on the training data; "
+        "distillation only needs its scores of the sampled candidates). Optional for softmax (then only used "
+        "to log false-negative flags).",
     )
     teacher_pool: int | None = Field(
         None,
@@ -124,7 +126,7 @@ class LossConfig(_Section):
     @model_validator(mode="after")
     def _teacher_needed(self) -> LossConfig:
         if self.kind != "softmax" and not self.teacher:
-            raise ValueError(f"loss.kind={self.kind!r} needs loss.teacher (a teacher run directory)")
+            raise ValueError(f"loss.kind={self.kind!r} needs loss.teacher (a teacher run directory or 'baseline:NAME')")
         return self
 
 

@@ -79,12 +79,35 @@ class ProjectionHead(nn.Module):
         return self.net(z)
 
 
+BASELINE_TEACHER = "baseline:"  # loss.teacher = "baseline:ease": a collaborative baseline teaches
+
+
 @dataclass
 class Teacher:
-    """The frozen teacher and its per-user thresholds r_u [n_users]."""
+    """The frozen teacher, its per-user thresholds r_u [n_users], and how it scores candidates.
 
-    model: nn.Module
+    Distillation (FND, KD, MSE, RD) only reads the teacher's scores of each step's sampled candidates,
+    so any scorer can teach: a trained outfitrec run (`model` set) or a collaborative baseline fitted on
+    the training data (`score_fn`: a numpy ScoreFn, e.g. EASE). Baseline scores are standardised by the
+    mean and std of its scores of the training positives (`offset`, `scale`) so that the softmax over
+    the candidates sees logits of the size a model's scores have.
+    """
+
     thresholds: Tensor
+    model: nn.Module | None = None
+    score_fn: object | None = None
+    offset: float = 0.0
+    scale: float = 1.0
+
+    @torch.no_grad()
+    def score(self, users: Tensor, items: Tensor, mask: Tensor) -> Tensor:
+        """Scores [N] of outfits items, mask [N, S] for users [N] (no gradient)."""
+        if self.model is not None:
+            (tz,) = _embed(self.model, [(items, mask)])
+            return self.model.score_embeddings(users, tz)
+        raw = self.score_fn(users.cpu().numpy(), items.cpu().numpy(), mask.cpu().numpy())
+        out = (np.asarray(raw, dtype=np.float64) - self.offset) / self.scale
+        return torch.as_tensor(out, dtype=torch.float32, device=users.device)
 
 
 @dataclass
@@ -140,16 +163,30 @@ def regularizer(model: nn.Module, users: Tensor) -> Tensor:
 
 @torch.no_grad()
 def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunConfig, device) -> Teacher:
-    """Load the teacher frozen, and its r_u from its scores of each user's training positives."""
-    model = load_run_model(path, dataset, str(device), role="teacher")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    scorer = CachedScorer(model, train.items[train.mask], config.runtime.eval_batch_size)
-    pos_scores = torch.as_tensor(scorer(train.users, train.items, train.mask), dtype=torch.float32)
-    thresholds = losses.user_thresholds(
+    """The frozen teacher and its r_u from its scores of each user's training positives.
+
+    path: a run directory / model checkpoint directory, or "baseline:NAME" (a collaborative baseline of
+    `evaluate.baselines.BASELINES`, registry defaults, fitted on this dataset's training data).
+    """
+    if path.startswith(BASELINE_TEACHER):
+        from outfitrec.evaluate.baselines import fit_baseline
+
+        fn = fit_baseline(path[len(BASELINE_TEACHER) :], dataset)
+        raw = np.asarray(fn(train.users, train.items, train.mask), dtype=np.float64)
+        offset, scale = float(raw.mean()), float(raw.std()) or 1.0
+        teacher = Teacher(torch.zeros(0), score_fn=fn, offset=offset, scale=scale)
+        pos_scores = torch.as_tensor((raw - offset) / scale, dtype=torch.float32)
+    else:
+        model = load_run_model(path, dataset, str(device), role="teacher")
+        for p in model.parameters():
+            p.requires_grad_(False)
+        scorer = CachedScorer(model, train.items[train.mask], config.runtime.eval_batch_size)
+        pos_scores = torch.as_tensor(scorer(train.users, train.items, train.mask), dtype=torch.float32)
+        teacher = Teacher(torch.zeros(0), model=model)
+    teacher.thresholds = losses.user_thresholds(
         pos_scores, torch.as_tensor(train.users), dataset.n_users, aggregate=config.loss.threshold
-    )
-    return Teacher(model, thresholds.to(device))
+    ).to(device)
+    return teacher
 
 
 def _embed(model: nn.Module, groups: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
@@ -321,8 +358,7 @@ class Trainer:
         teacher_scores = thresholds = None
         if self.teacher is not None:
             with torch.no_grad():
-                (tz,) = _embed(self.teacher.model, [(items, mask)])
-                teacher_scores = self.teacher.model.score_embeddings(users.repeat_interleave(c), tz).reshape(b, c)
+                teacher_scores = self.teacher.score(users.repeat_interleave(c), items, mask).reshape(b, c)
                 thresholds = self.teacher.thresholds[users]
                 flags = losses.fnd_flags(teacher_scores, thresholds)
             stats.flagged += int(flags.sum())
