@@ -153,7 +153,12 @@ def test_ease_baseline_matches_the_closed_form(tiny_dataset):
 def test_registry_parameters():
     assert set(COLLABORATIVE) < set(BASELINES)
     assert baseline_params("ease", lam="30")["lam"] == 30.0
-    assert baseline_params("userknn", k="7", binary="false") == {"k": 7, "binary": False, "aggregate": "mean"}
+    assert baseline_params("userknn", k="7", binary="false") == {
+        "k": 7,
+        "binary": False,
+        "aggregate": "mean",
+        "history": 1.0,
+    }
     with pytest.raises(DataError, match="unknown baseline"):
         baseline_params("svdpp")
     with pytest.raises(DataError, match="unknown parameter"):
