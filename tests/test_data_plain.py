@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from outfitrec.data.outfits import DataError
-from outfitrec.data.plain import convert, read_plain, write_plain
+from outfitrec.data.plain import read_plain, write_plain
+from outfitrec.data.prepare import convert
 
 
 def _folder(tmp_path, **files):
@@ -56,6 +57,16 @@ def test_convert_from_npz(tmp_path, tiny_data_dir, tiny_dataset):
     assert back.splits["test"].equals(tiny_dataset.splits["test"])
 
 
+def test_history_is_read_and_round_trips(tmp_path):
+    history = "\ufeffuser,item_id\nbob,boot1\nalice,shirt2\nbob,boot1\n\n"  # BOM, a repeat, a trailing blank
+    ds = read_plain(_folder(tmp_path, **{"history.csv": history}))
+    np.testing.assert_array_equal(ds.history, [[0, 3], [1, 2]])  # (user, item), distinct, sorted
+    write_plain(ds, tmp_path / "again")
+    np.testing.assert_array_equal(read_plain(tmp_path / "again").history, ds.history)
+    (tmp_path / "none").mkdir()
+    assert read_plain(_folder(tmp_path / "none")).history is None
+
+
 @pytest.mark.parametrize(
     ("files", "message"),
     [
@@ -81,6 +92,9 @@ def test_convert_from_npz(tmp_path, tiny_data_dir, tiny_dataset):
         ),
         ({"outfits.csv": "outfit_id,user,split,item_ids\n1,alice,valid,shirt1\n"}, r"the train split is empty"),
         ({"users.csv": "user_id\nalice\n"}, r"outfits.csv:3: unknown user 'bob' \(not in users.csv\)"),
+        ({"history.csv": "user,item\nalice,shirt1\n"}, r"history.csv:1: header 'user,item'"),
+        ({"history.csv": "user,item_id\ncarol,shirt1\n"}, r"history.csv:2: unknown user 'carol'"),
+        ({"history.csv": "user,item_id\nalice,shirt1\nbob,hat9\n"}, r"history.csv:3: unknown item_id 'hat9'"),
     ],
 )
 def test_bad_input(tmp_path, files, message):

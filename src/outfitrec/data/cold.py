@@ -54,7 +54,7 @@ def cold_user_split(dataset: OutfitDataset, n: int, seed: int = 0, share: float 
     meta = {**dataset.meta, "cold_users": info}
     name = dataset.meta.get("name", "dataset")
     meta["name"] = f"{name}-cold{n}"
-    return OutfitDataset(dataset.catalogue, dataset.n_users, splits, meta, dataset.user_names)
+    return OutfitDataset(dataset.catalogue, dataset.n_users, splits, meta, dataset.user_names, history=dataset.history)
 
 
 def write_cold_folder(

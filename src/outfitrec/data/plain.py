@@ -20,6 +20,11 @@ because no field may contain a comma, a semicolon or a newline):
   the category order (category id = row number) and may list categories
   without items. Without it, categories are numbered in order of first
   appearance in items.csv.
+- `history.csv` (optional): header `user,item_id`: other items each user
+  interacted with (viewed, liked, bought; not outfits), known at training
+  time: the collaborative baselines and history-aware models read them
+  (`OutfitDataset.history`). Users and items must be known (users.csv or
+  outfits.csv; items.csv); a repeated pair counts once.
 - `meta.json` (optional): a JSON object stored as the dataset's `meta`
   (e.g. `{"name": "...", "templates": [["top", "bottom", "shoes"]]}`).
 
@@ -43,6 +48,7 @@ ITEMS_HEADERS = (["item_id", "category"], ["item_id", "category", "image"])
 OUTFITS_HEADER = ["outfit_id", "user", "split", "item_ids"]
 USERS_HEADER = ["user_id"]
 CATEGORIES_HEADER = ["category"]
+HISTORY_HEADER = ["user", "item_id"]
 _FORBIDDEN_CHARS = (",", ";", "\n", "\r")
 INT64_MAX = 2**63 - 1
 
@@ -191,7 +197,23 @@ def read_plain(folder: str | Path) -> OutfitDataset:
         item_names=np.asarray(item_names, dtype=str),
         image_paths=np.asarray(image_paths, dtype=str) if image_paths else None,
     )
-    return OutfitDataset(catalogue, len(users), splits, meta, np.asarray(users, dtype=str))
+    history = _read_history(folder / "history.csv", user_index, item_index)
+    return OutfitDataset(catalogue, len(users), splits, meta, np.asarray(users, dtype=str), history=history)
+
+
+def _read_history(path: Path, user_index: dict[str, int], item_index: dict[str, int]) -> np.ndarray | None:
+    """history.csv as distinct (user, item) rows int64 [n, 2], or None when the file is absent."""
+    if not path.exists():
+        return None
+    pairs = []
+    for line, (user, item) in _rows(path, (HISTORY_HEADER,))[1]:
+        user, item = _token(path, line, "user", user), _token(path, line, "item_id", item)
+        if user not in user_index:
+            raise DataError(f"{path}:{line}: unknown user {user!r} (no outfit and not in users.csv)")
+        if item not in item_index:
+            raise DataError(f"{path}:{line}: unknown item_id {item!r} (not in items.csv)")
+        pairs.append((user_index[user], item_index[item]))
+    return np.unique(np.asarray(pairs, dtype=np.int64).reshape(-1, 2), axis=0)
 
 
 def _check_token(kind: str, value: str) -> str:
@@ -256,16 +278,10 @@ def write_plain(
                 ids = ";".join(names[int(i)] for i in row[m] if i != PAD)
                 lines.append(f"{int(oid)},{users[int(u)]},{split},{ids}")
         (tmp / "outfits.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        if dataset.history is not None:
+            lines = [",".join(HISTORY_HEADER)]
+            lines += [f"{users[int(u)]},{names[int(i)]}" for u, i in dataset.history]
+            (tmp / "history.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "meta.json").write_text(json.dumps(dataset.meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         write_manifest(tmp, "plain")
     return folder
-
-
-def convert(src: str | Path, dst: str | Path, from_format: str, overwrite: bool = False) -> OutfitDataset:
-    """Convert a dataset in `from_format` ('difashion', 'polyvore-u', 'npz', 'plain') to the plain format."""
-    from outfitrec.data.prepare import load_source
-
-    check_output_folder(dst, [src], overwrite)
-    dataset = load_source(src, from_format)
-    write_plain(dataset, dst, overwrite=overwrite, inputs=(src,))
-    return dataset
