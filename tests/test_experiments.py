@@ -166,3 +166,14 @@ def test_backbone_study_adds_the_tiny_id_student_on_id_data_only(tiny_data_dir, 
     assert config_from_dict(raw, source="test").model.size == "tiny"
     with pytest.raises(ConfigError, match="needs encoder 'id'"):  # a CNN has no tiny preset
         Lab(tiny_data_dir, tmp_path / "runs", "smoke").config("student", ids["student-tiny"].overrides, 0, "x")
+
+
+def test_a_variant_can_name_its_own_teacher(lab_results):
+    lab, _, _ = lab_results
+    teachers = {v.name: v for v in definitions.teachers_variants("smoke")}
+    assert {"teacher", "student", "fnd+kd", "kd-ease", "fnd+kd-ease", "kd-puresvd"} <= set(teachers)
+    assert lab.variant_config(teachers["kd-ease"], 0).loss.teacher == "baseline:ease"
+    # without its own teacher a distilling variant reads the shared teacher run
+    assert lab.variant_config(teachers["fnd+kd"], 0).loss.teacher == str(lab.teacher_dir())
+    result = lab.run_variant(teachers["fnd+kd-ease"], 0)
+    assert result.run_dir.is_dir() and 0.0 <= result.metrics["test"]["auc"] <= 1.0

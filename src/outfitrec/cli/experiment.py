@@ -10,7 +10,7 @@ import typer
 def experiment_cmd(
     name: str = typer.Argument(
         ...,
-        help="main, alpha, threshold, cold, hard, augment, backbone, batch, cost or qualitative.",
+        help="main, alpha, threshold, cold, hard, augment, backbone, batch, teachers, cost or qualitative.",
     ),
     data: Path = typer.Option(Path("datasets/fmnist-default"), "--data", help="Prepared dataset folder."),
     seeds: int = typer.Option(3, "--seeds", help="Student seeds per variant (0 .. N-1)."),

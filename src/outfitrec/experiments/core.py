@@ -16,9 +16,16 @@ import sys
 from pathlib import Path
 
 from outfitrec.data.outfits import DataError, write_text_atomic
+from outfitrec.data.prepare import load_dataset
+from outfitrec.evaluate.baselines import BASELINES
+from outfitrec.evaluate.protocol import evaluate_baselines
 from outfitrec.experiments import definitions
-from outfitrec.experiments.report import primary_split, to_csv, write_results
+from outfitrec.experiments.cost import cost_markdown, cost_table
+from outfitrec.experiments.qualitative import space_figure, top_outfits_figure
+from outfitrec.experiments.report import primary_split, run_rows, to_csv, write_results
 from outfitrec.experiments.runner import Lab, Variant
+from outfitrec.experiments.scales import DISTILL, SCALES, per_user_cap
+from outfitrec.models.checkpoint import load_run
 
 EXPERIMENTS = (
     "main",
@@ -29,6 +36,7 @@ EXPERIMENTS = (
     "augment",
     "backbone",
     "batch",
+    "teachers",
     "cost",
     "qualitative",
 )
@@ -42,6 +50,7 @@ TITLES = {
     "augment": "Contrastive learning: augmentation ablation",
     "backbone": "Backbone size and embedding size",
     "batch": "Batch size",
+    "teachers": "Which teacher to distil from: the trained teacher run or a collaborative baseline (EASE, PureSVD)",
 }
 
 
@@ -73,7 +82,6 @@ def run_experiment(
     """
     if name not in EXPERIMENTS:
         raise DataError(f"experiment: unknown name {name!r} (expected one of {', '.join(EXPERIMENTS)})")
-    from outfitrec.experiments.scales import SCALES
 
     if scale not in SCALES:
         raise DataError(f"experiment: unknown scale {scale!r} (expected one of {', '.join(SCALES)})")
@@ -112,11 +120,8 @@ def run_experiment(
 def _baselines(lab: Lab, split: str) -> dict[str, dict]:
     """Popularity and the collaborative baselines on the runs' training data and the split's candidates.
 
-    Fitted once per dataset: the metrics are cached in the data folder (`evaluate.baselines.evaluate_baseline`).
+    Fitted once per dataset: the metrics are cached in the data folder (`evaluate.protocol.evaluate_baseline`).
     """
-    from outfitrec.evaluate.baselines import BASELINES, evaluate_baselines
-    from outfitrec.evaluate.protocol import load_dataset
-
     dataset, folder = load_dataset(lab.train_data())
     return evaluate_baselines(dataset, folder, split, names=tuple(BASELINES))
 
@@ -133,7 +138,6 @@ def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:
 
 
 def _notes(name: str, lab: Lab, scale: str) -> str:
-    from outfitrec.experiments.scales import DISTILL, per_user_cap
 
     cap = per_user_cap(lab.kind, scale)
     parts = [
@@ -161,7 +165,6 @@ def _notes(name: str, lab: Lab, scale: str) -> str:
 
 
 def _cost(lab: Lab, out: Path, command: str) -> dict[str, Path]:
-    from outfitrec.experiments.cost import cost_markdown, cost_table
 
     out.mkdir(parents=True, exist_ok=True)
     rows = cost_table(lab)
@@ -187,14 +190,10 @@ def _cost(lab: Lab, out: Path, command: str) -> dict[str, Path]:
 
 def _qualitative(lab: Lab, out: Path, command: str) -> dict[str, Path]:
     """Teacher, plain student and the best distilled one, FND + CL (seed 0 runs, trained if missing): figures."""
-    from outfitrec.evaluate.protocol import load_dataset, load_run_model
-    from outfitrec.experiments.qualitative import space_figure, top_outfits_figure
-    from outfitrec.experiments.report import primary_split, run_rows
-
     variants = [v for v in definitions.main_variants(lab.scale) if v.name in ("teacher", "student", "fnd+cl")]
     results = lab.run_all(variants, [0])
     dataset, folder = load_dataset(lab.train_data())
-    models = {r.variant.name: load_run_model(r.run_dir, dataset) for r in results}
+    models = {r.variant.name: load_run(r.run_dir, dataset=dataset).model for r in results}
     split = primary_split(results)
     out.mkdir(parents=True, exist_ok=True)
     paths = {

@@ -182,6 +182,27 @@ def hard_variants(scale: str) -> list[Variant]:
     ]
 
 
+def teachers_variants(scale: str) -> list[Variant]:
+    """Which teacher to distil from: the trained teacher run, or a collaborative baseline (EASE, PureSVD).
+
+    FND and KD only read the teacher's scores of each step's sampled candidates, so any scorer can teach
+    (`loss.teacher: baseline:NAME`); on real logs EASE is stronger than a trained teacher can be.
+    """
+    alpha = DISTILL[scale]["alpha"]
+    fnd_kd = _merge(_fnd(alpha), {"loss": {"kind": "fnd+kd"}})
+    out = [
+        Variant("teacher", role="teacher", baseline="student", note="shared teacher, one run (seed 0)"),
+        Variant("student", baseline=None, note="plain student, L_rec"),
+        Variant("fnd+kd", fnd_kd, uses_teacher=True, note="FND + KL from the trained teacher"),
+    ]
+    for name in ("ease", "puresvd"):
+        out += [
+            Variant(f"kd-{name}", {"loss": {"kind": "kd"}}, uses_teacher=True, teacher=f"baseline:{name}"),
+            Variant(f"fnd+kd-{name}", fnd_kd, uses_teacher=True, teacher=f"baseline:{name}"),
+        ]
+    return out
+
+
 COLD_SHARE = 0.5  # the fraction of users made cold in the cold-user study
 
 
@@ -230,4 +251,5 @@ TRAINING_EXPERIMENTS = {
     "backbone": backbone_variants,
     "batch": batch_variants,
     "hard": hard_variants,
+    "teachers": teachers_variants,
 }

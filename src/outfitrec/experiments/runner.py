@@ -25,14 +25,20 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from outfitrec.data.cold import write_cold_folder
 from outfitrec.data.outfits import DataError
+from outfitrec.data.prepare import resolve_dataset_path
 from outfitrec.experiments.scales import base_config, dataset_kind, per_user_cap
 from outfitrec.train.config import RunConfig, config_from_dict
+from outfitrec.train.loop import train
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ class Variant:
     where the row sits in a sweep plot (e.g. group "soft", x = alpha).
     role: "student" (a seed per run) or "teacher" (the shared teacher, one run).
     data: another prepared dataset folder for this variant (cold users), with
-    its own teacher.
+    its own teacher. teacher: with uses_teacher, this teacher instead of the
+    shared teacher run (e.g. "baseline:ease": a collaborative baseline teaches).
     """
 
     name: str
@@ -58,6 +65,7 @@ class Variant:
     role: str = "student"
     data: str | None = None
     note: str = ""
+    teacher: str | None = None
 
 
 @dataclass
@@ -128,10 +136,7 @@ class Lab:
 
     def derived_folder(self, label: str, n: int, share: float = 1.0) -> Path:
         """A prepared folder keeping at most n training outfits per cold user (a `share` of the users; made once)."""
-        from outfitrec.data.cold import write_cold_folder
-        from outfitrec.evaluate.protocol import resolve_data
-
-        folder, _ = resolve_data(self.data)
+        folder = resolve_dataset_path(self.data).parent
         out = self.runs_root / "data" / f"{_safe(folder.name)}-{label}"
         if not (out / "dataset.npz").is_file():
             write_cold_folder(folder, out, n, seed=0, overwrite=True, share=share)
@@ -162,7 +167,8 @@ class Lab:
         """The RunConfig of a variant's run for one seed (teacher path filled in when it distils)."""
         overrides = variant.overrides
         if variant.uses_teacher:
-            overrides = deep_merge(overrides, {"loss": {"teacher": str(self.teacher_dir(variant.data))}})
+            teacher = variant.teacher or str(self.teacher_dir(variant.data))
+            overrides = deep_merge(overrides, {"loss": {"teacher": teacher}})
         role = "teacher" if variant.role == "teacher" else "student"
         return self.config(role, overrides, seed, variant.name, variant.data)
 
@@ -170,8 +176,6 @@ class Lab:
 
     def run_config(self, config: RunConfig, label: str) -> tuple[Path, dict, list[dict], float]:
         """Train (or reuse / resume) the run of `config`; returns (run_dir, metrics, history, seconds)."""
-        from outfitrec.train.loop import train
-
         run_dir = self.runs_root / f"{_safe(label)}-s{config.data.seed}-{config_hash(config)}"
         metrics_path = run_dir / "metrics.json"
         start = time.perf_counter()
@@ -209,8 +213,6 @@ class Lab:
 
     def run_all(self, variants: list[Variant], seeds: list[int]) -> list[RunResult]:
         """Every (variant, seed) run, seed-major so that a partial experiment already has whole seeds."""
-        from tqdm.auto import tqdm
-
         jobs = []
         for seed in seeds:
             for v in variants:
@@ -264,8 +266,6 @@ class _RunLock:
         self.poll_s = poll_s
 
     def __enter__(self) -> _RunLock:
-        import os
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
@@ -286,8 +286,6 @@ class _RunLock:
 
 def _alive(lock: Path) -> bool:
     """Whether the process named in a lock file still runs (unreadable or empty: assume it does, briefly)."""
-    import os
-
     try:
         pid = int(lock.read_text().strip())
     except (OSError, ValueError):
