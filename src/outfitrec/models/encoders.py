@@ -340,13 +340,25 @@ class IdEncoder(ItemEncoder):
     learns to read the category-only embedding that unseen items get.
     """
 
-    def __init__(self, n_items: int, n_categories: int, dim: int, size: str, dropout: float, id_dropout: float) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        n_categories: int,
+        dim: int,
+        size: str,
+        dropout: float,
+        id_dropout: float,
+        id_std: float = 0.1,
+        category_std: float = 1.0,
+    ) -> None:
         super().__init__(n_items)
         width = ID_WIDTHS[size]
+        self.width = width
+        self.id_std = id_std
         self.item_embedding = nn.Embedding(n_items, width)
         self.category_embedding = nn.Embedding(n_categories, width)
-        nn.init.normal_(self.item_embedding.weight, std=0.1)  # items start near their category
-        nn.init.normal_(self.category_embedding.weight, std=1.0)
+        nn.init.normal_(self.item_embedding.weight, std=id_std)  # 0.1: items start near their category
+        nn.init.normal_(self.category_embedding.weight, std=category_std)
         self.head = ProjectionHead(width, dim, dropout)
         self.id_dropout = id_dropout
         self.register_buffer("seen", torch.ones(n_items, dtype=torch.bool))
@@ -363,6 +375,25 @@ class IdEncoder(ItemEncoder):
             raise DataError(f"set_seen_items: an item id is outside 0..{self.n_items - 1}")
         self.seen.zero_()
         self.seen[ids] = True
+
+    @torch.no_grad()
+    def init_from_factors(self, factors: Tensor | np.ndarray, item_ids: Tensor | np.ndarray) -> None:
+        """Set the id embeddings of `item_ids` to `factors` [n, <= width], rescaled to RMS `id_std` per coordinate.
+
+        The other items' rows and any columns beyond the factors' rank keep their random values
+        (a global rescale keeps the factors' geometry: inner products stay proportional).
+        """
+        f = torch.as_tensor(np.asarray(factors), dtype=self.item_embedding.weight.dtype)
+        ids = torch.as_tensor(np.asarray(item_ids), dtype=torch.long)
+        if f.ndim != 2 or f.shape[0] != len(ids) or f.shape[1] > self.width:
+            raise ValueError(f"init_from_factors: factors {tuple(f.shape)} do not fit {len(ids)} items x {self.width}")
+        rms = f.pow(2).mean().sqrt().clamp_min(1e-12)
+        weight = self.item_embedding.weight
+        weight[ids.to(weight.device), : f.shape[1]] = (f * (self.id_std / rms)).to(weight.device)
+
+    def id_vectors(self, item_ids: Tensor) -> Tensor:
+        """The raw id embeddings [n, width] of `item_ids`, zero for unseen items (the collaborative part)."""
+        return self.item_embedding(item_ids) * self.seen[item_ids].unsqueeze(-1).to(self.item_embedding.weight.dtype)
 
     def forward(self, item_ids: Tensor) -> Tensor:
         self._check_bound()

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from outfitrec.data.outfits import Catalogue, DataError
 from outfitrec.models.encoders import (
+    ID_WIDTHS,
     PRETRAINED_FEATURE_DIM,
     CNNEncoder,
     FeatureEncoder,
@@ -26,6 +27,7 @@ from outfitrec.models.encoders import (
     ItemEncoder,
     read_feature_matrix,
 )
+from outfitrec.models.history import HistoryScorer
 from outfitrec.models.scorer import AnchorScorer, DotScorer
 from outfitrec.models.set_transformer import SetTransformer
 
@@ -66,6 +68,35 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         description="encoder='id': probability, in training, of treating a seen item as unseen (category only), "
         "so the fallback for items unseen in training is learned",
     )
+    id_init: Literal["normal", "svd"] = pydantic.Field(
+        "normal",
+        description="encoder='id': initial item-id embeddings. 'normal': N(0, id_init_std^2); 'svd': the right "
+        "singular vectors of the binary user x item matrix of the training outfits (plus the dataset's extra "
+        "user history), top components first, rescaled to RMS id_init_std (PureSVD factors); items outside "
+        "that matrix keep random rows",
+    )
+    id_init_std: float = pydantic.Field(
+        0.1,
+        gt=0.0,
+        description="encoder='id': scale (RMS per coordinate) of the initial item-id embeddings; the category "
+        "embeddings start at 1.0",
+    )
+    user_history: Literal["none", "mean"] = pydantic.Field(
+        "none",
+        description="encoder='id': 'mean' adds a collaborative user term computed from the user's own training "
+        "items (and extra history): gain * <mean_{i in o} R e_i, mean_{j in H_u} R e_j> (models/history.py), "
+        "beside the anchors; 'none': anchors only",
+    )
+    history_source: Literal["all", "extra"] = pydantic.Field(
+        "all",
+        description="user_history: the items H_u a user is computed from. 'all': the items of the user's training "
+        "outfits plus the dataset's extra history (OutfitDataset.history); 'extra': the extra history only, so a "
+        "training positive's own items are not in its user's representation (no self-match shortcut); 'extra' "
+        "on a dataset without extra history falls back to 'all'",
+    )
+    history_size: int = pydantic.Field(
+        1024, gt=0, description="user_history: at most this many distinct items kept per user (seeded subset)"
+    )
 
     @pydantic.model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
@@ -73,7 +104,18 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
             raise ValueError(f"dim={self.dim} must be divisible by heads={self.heads}")
         if self.size == "tiny" and self.encoder != "id":
             raise ValueError(f"size 'tiny' is an id-embedding width: it needs encoder 'id', not {self.encoder!r}")
+        if self.encoder != "id" and (self.id_init != "normal" or self.user_history != "none"):
+            raise ValueError("id_init='svd' and user_history need encoder 'id'")
+        if self.user_history != "none" and self.dim < 2:
+            raise ValueError("user_history needs dim >= 2 (half of z carries the collaborative channel)")
         return self
+
+
+def collab_dim(config: ModelConfig) -> int:
+    """Width c of the collaborative channel at the end of z (user_history), else 0."""
+    if config.user_history == "none":
+        return 0
+    return min(ID_WIDTHS[config.size], config.dim // 2)
 
 
 def build_item_encoder(config: ModelConfig, n_items: int, n_categories: int) -> tuple[ItemEncoder, ModelConfig]:
@@ -81,7 +123,10 @@ def build_item_encoder(config: ModelConfig, n_items: int, n_categories: int) -> 
     if config.encoder == "cnn":
         return CNNEncoder(n_items, config.dim, config.size, config.dropout), config
     if config.encoder == "id":
-        enc = IdEncoder(n_items, n_categories, config.dim, config.size, config.dropout, config.id_dropout)
+        head_dim = config.dim - collab_dim(config)  # the collaborative channel bypasses the head
+        enc = IdEncoder(
+            n_items, n_categories, head_dim, config.size, config.dropout, config.id_dropout, config.id_init_std
+        )
         return enc, config
     if config.encoder == "pretrained":
         feature_dim = PRETRAINED_FEATURE_DIM
@@ -115,6 +160,10 @@ class OutfitModel(nn.Module):
             self.scorer: AnchorScorer | DotScorer = AnchorScorer(n_users, config.dim, config.n_anchors)
         else:
             self.scorer = DotScorer(n_users, config.dim)
+        self.history_scorer: HistoryScorer | None = None
+        if config.user_history != "none":
+            width = ID_WIDTHS[config.size]
+            self.history_scorer = HistoryScorer(n_users, width, collab_dim(config), config.history_size)
 
     # ---------------------------------------------------------------- content
 
@@ -136,19 +185,90 @@ class OutfitModel(nn.Module):
         if isinstance(self.item_encoder, IdEncoder):
             self.item_encoder.set_seen_items(item_ids)
 
+    @torch.no_grad()
+    def fit_collaborative(
+        self,
+        train_users: np.ndarray,
+        train_items: np.ndarray,
+        extra_users: np.ndarray | None = None,
+        extra_items: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> None:
+        """Use the training (user, item) pairs for id_init='svd' / user_history.
+
+        train_*: the items of the users' training outfits; extra_*: the dataset's extra user history
+        (OutfitDataset.history), if any. Both enter the user x item matrix and the seen items; the
+        history buffer holds both or the extra only (`history_source`).
+
+        Marks their items as seen, initialises the id table from the user x item
+        matrix's right singular vectors (id_init='svd'), fills the users' history
+        buffer and sets the history term's gain so that it starts at unit spread.
+        A no-op when neither option is on. Uses no torch RNG.
+        """
+        cfg = self.config
+        if cfg.id_init == "normal" and cfg.user_history == "none":
+            return
+        enc = self.item_encoder
+        assert isinstance(enc, IdEncoder)
+        users = np.asarray(train_users, dtype=np.int64)
+        items = np.asarray(train_items, dtype=np.int64)
+        has_extra = extra_users is not None and extra_items is not None and len(extra_items) > 0
+        if has_extra:
+            extra_users = np.asarray(extra_users, dtype=np.int64)
+            extra_items = np.asarray(extra_items, dtype=np.int64)
+            users, items = np.concatenate([users, extra_users]), np.concatenate([items, extra_items])
+        seen = np.unique(items)
+        enc.set_seen_items(seen)
+        if cfg.id_init == "svd":
+            enc.init_from_factors(*item_factors(users, items, self.n_users, seen, enc.width))
+        if self.history_scorer is not None:
+            hs = self.history_scorer
+            if cfg.history_source == "extra" and has_extra:
+                hs.set_history(extra_users, extra_items, seed)
+            else:
+                hs.set_history(users, items, seed)
+            spread = []
+            for start in range(0, self.n_users, 64):  # <R e_i, h_u> over each user's own items
+                u = torch.arange(start, min(start + 64, self.n_users), device=hs.history.device)
+                h = hs.user_vectors(u, enc.id_vectors)
+                ids = hs.history[u]
+                vec = hs.project(enc.id_vectors(ids.clamp(min=0)))
+                spread.append(((vec * h.unsqueeze(1)).sum(-1))[ids >= 0])
+            std = float(torch.cat(spread).std()) if spread else 0.0
+            hs.gain.fill_(1.0 / std if std > 0 else 1.0)
+
     # ---------------------------------------------------------------- stages
 
     def encode_items(self, item_ids: Tensor) -> Tensor:
-        """item ids [n] -> item embeddings [n, d] (cache them in eval mode for recommendation)."""
-        return self.item_encoder(item_ids)
+        """item ids [n] -> item embeddings [n, d] (cache them in eval mode for recommendation).
+
+        user_history: the last c entries are the collaborative channel R e_i (outside the head).
+        """
+        emb = self.item_encoder(item_ids)
+        if self.history_scorer is not None:
+            emb = torch.cat([emb, self.history_scorer.project(self.item_encoder.id_vectors(item_ids))], dim=-1)
+        return emb
 
     def encode_outfits(self, item_emb: Tensor, mask: Tensor) -> Tensor:
-        """Item embeddings [B, S, d] + mask [B, S] -> outfit embeddings z [B, d]."""
-        return self.outfit_encoder(item_emb, mask)
+        """Item embeddings [B, S, d] + mask [B, S] -> outfit embeddings z [B, d].
+
+        user_history: z's last c entries are the mean of the real items' channels (padded slots ignored).
+        """
+        z = self.outfit_encoder(item_emb, mask)
+        if self.history_scorer is not None:
+            c = self.history_scorer.dim
+            m = mask.bool().unsqueeze(-1).to(item_emb.dtype)
+            zc = (item_emb[..., -c:] * m).sum(-2) / m.sum(-2).clamp_min(1.0)
+            z = torch.cat([z[..., :-c], zc], dim=-1)
+        return z
 
     def score_embeddings(self, users: Tensor, z: Tensor) -> Tensor:
-        """users [B] + outfit embeddings [B, d] -> scores [B]."""
-        return self.scorer(users, z)
+        """users [B] + outfit embeddings [B, d] -> scores [B] (anchors, plus the history term when on)."""
+        s = self.scorer(users, z)
+        if self.history_scorer is not None:
+            c = self.history_scorer.dim
+            s = s + self.history_scorer(users, z[..., -c:], self.item_encoder.id_vectors)
+        return s
 
     def _grid_embeddings(self, items: Tensor, mask: Tensor, item_table: Tensor | None = None) -> Tensor:
         """[B, S] ids -> [B, S, d]: each distinct real item encoded once (or read from item_table)."""
@@ -212,3 +332,26 @@ class OutfitModel(nn.Module):
         inside = {id(p) for p in self.item_encoder.backbone_parameters()}
         rest = sum(p.numel() for p in self.parameters() if id(p) not in inside)
         return {"backbone": backbone, "rest": rest, "total": backbone + rest}
+
+
+def item_factors(
+    users: np.ndarray, items: np.ndarray, n_users: int, seen: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(V [len(seen), k'], seen): right singular vectors of the binary user x item matrix, top components first.
+
+    PureSVD's item factors (k' = min(k, rank bound)); deterministic (fixed ARPACK start vector).
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+
+    column = np.searchsorted(seen, items)
+    X = sp.csr_matrix((np.ones(len(items)), (users, column)), shape=(n_users, len(seen)), dtype=np.float64)
+    X.sum_duplicates()
+    X.data[:] = 1.0  # binary
+    k = min(int(k), min(X.shape) - 1)
+    if k < 1:
+        return np.zeros((len(seen), 0)), seen
+    v0 = np.ones(min(X.shape)) / np.sqrt(min(X.shape))
+    _, sigma, vt = svds(X, k=k, v0=v0)
+    order = np.argsort(-sigma)
+    return np.ascontiguousarray(vt[order].T), seen

@@ -149,6 +149,14 @@ def build_model(config: RunConfig, dataset: OutfitDataset, device: torch.device)
     model.bind_catalogue(cat)
     train = dataset.split("train")
     model.set_seen_items(train.items[train.mask])  # encoder 'id': unseen items fall back to their category
+    extra = getattr(dataset, "history", None)  # the dataset's extra user history [m, 2], if any
+    model.fit_collaborative(  # id_init='svd' / user_history; else a no-op
+        np.broadcast_to(train.users[:, None], train.items.shape)[train.mask],
+        train.items[train.mask],
+        None if extra is None else extra[:, 0],
+        None if extra is None else extra[:, 1],
+        seed=config.data.seed,
+    )
     model.data_numbering = data_numbering(dataset)  # saved in model.json: the checkpoint knows its data
     return model.to(device)
 
