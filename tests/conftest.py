@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from outfitrec.data.negatives import write_candidate_files
+from outfitrec.data.negatives import Candidates, candidates_path, write_candidate_files
+from outfitrec.data.prepare import load_dataset
 from outfitrec.data.synthetic import make_synthetic
 from outfitrec.train.config import config_from_dict
 
@@ -50,3 +51,14 @@ def tiny_config(data_dir, **sections):
     for key, value in sections.items():
         raw.setdefault(key, {}).update(value)
     return config_from_dict(raw, "test")
+
+
+def load_prepared(path):
+    """(dataset, {split: Candidates}) of a prepared folder: every reader's checks (manifest, fingerprints) at once."""
+    dataset, folder = load_dataset(path)
+    candidates = {
+        split: Candidates.load(candidates_path(folder, split), dataset.n_users, dataset.catalogue.n_items)
+        for split in ("valid", "test")
+        if candidates_path(folder, split).exists()
+    }
+    return dataset, candidates

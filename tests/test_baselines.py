@@ -17,8 +17,6 @@ from outfitrec.evaluate.baselines import (
     aggregate_outfits,
     baseline_params,
     ease_scores,
-    evaluate_baseline,
-    evaluate_baselines,
     fit_baseline,
     interactions,
     item_popularity,
@@ -27,7 +25,7 @@ from outfitrec.evaluate.baselines import (
     puresvd_factors,
     userknn_scores,
 )
-from outfitrec.evaluate.protocol import evaluate_split
+from outfitrec.evaluate.protocol import evaluate_baseline, evaluate_baselines, evaluate_split
 from outfitrec.experiments.report import baselines_table
 
 runner = CliRunner()

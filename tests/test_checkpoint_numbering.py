@@ -113,8 +113,8 @@ def test_recommender_refuses_other_data(base):
     named, data, run, root = base
     renumbered = _folder(_renamed(named, users=list(named.user_names[::-1])), root / "renumbered-rec")
     with pytest.raises(DataError, match="user names differ"):
-        Recommender.from_checkpoint(run / "model", renumbered, cache=False)
-    assert Recommender.from_checkpoint(run / "model", data, cache=False).info["n_users"] == 12
+        Recommender.from_run(run / "model", renumbered, cache=False)
+    assert Recommender.from_run(run / "model", data, cache=False).info["n_users"] == 12
 
 
 def test_old_checkpoints_are_checked_by_their_counts(base, tmp_path):

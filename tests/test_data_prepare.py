@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import load_prepared
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -17,7 +18,7 @@ from outfitrec.data.fitb import FitbQuestions, make_fitb
 from outfitrec.data.negatives import Candidates, category_pools, random_mix, write_candidate_files
 from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
 from outfitrec.data.plain import write_plain
-from outfitrec.data.prepare import load_fitb, load_prepared, prepare, resolve_dataset_path
+from outfitrec.data.prepare import load_fitb, prepare, resolve_dataset_path
 
 runner = CliRunner()
 

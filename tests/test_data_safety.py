@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_prepared
 
 from outfitrec.cli import main
 from outfitrec.data.fitb import FitbQuestions, make_fitb
@@ -26,7 +27,7 @@ from outfitrec.data.oracle import load_truth
 from outfitrec.data.outfits import MAX_USER_ID, DataError, OutfitDataset, Outfits
 from outfitrec.data.plain import read_plain
 from outfitrec.data.polyvore_u import load_polyvore_u
-from outfitrec.data.prepare import load_fitb, load_prepared, prepare
+from outfitrec.data.prepare import load_fitb, prepare
 from outfitrec.data.stats import dataset_stats, format_stats, training_leaks
 
 # ----------------------------------------------------------------------------- helpers

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from outfitrec.data.fmnist import PAIR_FEATURE_COLUMNS, PAIRS, TEMPLATES, generate, write_fmnist
-from outfitrec.data.oracle import false_negative_flags, load_truth, oracle_report, true_utility, typical_utilities
+from outfitrec.data.oracle import false_negative_flags, load_truth, true_utility, typical_utilities
 from outfitrec.data.outfits import PAD, Catalogue, DataError, OutfitDataset, Outfits, save_npz_atomic
 from outfitrec.evaluate.baselines import item_popularity, popularity_scores
+from outfitrec.evaluate.oracle import oracle_report
 
 
 @pytest.fixture(scope="module")

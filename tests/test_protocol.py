@@ -12,6 +12,7 @@ from conftest import TESTVECTORS
 from outfitrec.data.fitb import write_fitb_files
 from outfitrec.data.negatives import Candidates
 from outfitrec.data.outfits import DataError, Outfits
+from outfitrec.data.prepare import resolve_dataset_path
 from outfitrec.evaluate.metrics import mean_metrics
 from outfitrec.evaluate.protocol import (
     CachedScorer,
@@ -19,9 +20,8 @@ from outfitrec.evaluate.protocol import (
     evaluate_scores,
     evaluate_split,
     format_table,
-    model_dir_of,
-    resolve_data,
 )
+from outfitrec.models.checkpoint import checkpoint_dir_of
 from outfitrec.models.outfit_model import ModelConfig, OutfitModel
 
 
@@ -108,8 +108,8 @@ def test_a_perfect_score_function_scores_one(tiny_dataset, tiny_data_dir):
 
 def test_bad_paths_are_reported(tmp_path):
     with pytest.raises(DataError, match="no such dataset"):
-        resolve_data(tmp_path / "missing")
+        resolve_dataset_path(tmp_path / "missing")
     with pytest.raises(DataError, match="not a prepared dataset folder"):
-        resolve_data(tmp_path)
+        resolve_dataset_path(tmp_path)
     with pytest.raises(DataError, match="neither a run directory"):
-        model_dir_of(tmp_path)
+        checkpoint_dir_of(tmp_path)

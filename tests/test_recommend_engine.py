@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 from outfitrec.data.negatives import category_pools, random_mix
 from outfitrec.data.outfits import DataError, OutfitDataset
 from outfitrec.losses import softmax_loss
-from outfitrec.models.checkpoint import save_model
+from outfitrec.models.checkpoint import run_data_path, save_model
 from outfitrec.models.outfit_model import ModelConfig, OutfitModel
-from outfitrec.recommend.engine import NotFound, Recommender, checkpoint_hash, run_data_path
+from outfitrec.recommend.engine import NotFound, Recommender, checkpoint_hash
 
 TINY_CONFIG = ModelConfig(encoder="cnn", size="student", dim=32, heads=4, n_anchors=8, dropout=0.0)
 
@@ -121,7 +121,7 @@ def test_score_complete_and_errors(engine):
 
 
 def test_bad_run_directories(tmp_path, tiny_run):
-    with pytest.raises(DataError, match="no model/ checkpoint"):
+    with pytest.raises(DataError, match="neither a run directory with a model/ checkpoint"):
         Recommender.from_run(tmp_path)
     (tmp_path / "config.yaml").write_text("optim: {}\n")
     with pytest.raises(DataError, match=r"config.yaml: key data.path is missing"):

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 from test_recommend_engine import make_tiny_model
 
+from outfitrec.cli import app
 from outfitrec.data.outfits import PAD, DataError, Outfits
 from outfitrec.recommend.engine import TorchScorer
 from outfitrec.recommend.search import (
+    Searcher,
     SearchIndex,
+    SearchParams,
     SearchStats,
-    beam_candidates,
-    enumerate_candidates,
-    rank_items,
-    score_item_rows,
     search,
     templates_from_dataset,
 )
+from outfitrec.serve.app import RecommendRequest
 
 TEMPLATE = [0, 1, 2]  # top, bottom, shoes
 
@@ -47,14 +49,14 @@ def test_partial_outfit_scores_match_the_model(setup):
     """Rows with PAD slots are scored as masked partial outfits, exactly as the model scores them."""
     model, scorer, index = setup
     rows = np.array([[0, 25, 45], [0, 25, PAD], [PAD, 25, PAD], [7, PAD, 59]])
-    got = score_item_rows(scorer, index, 3, rows)
+    got = Searcher(scorer, index).score_rows(3, rows)
     with torch.no_grad():
         ref = model(
             torch.full((4,), 3), torch.from_numpy(np.where(rows == PAD, 0, rows)), torch.from_numpy(rows != PAD)
         )
     np.testing.assert_allclose(got, ref.numpy(), atol=1e-5)
     # the cached one-item outfit embeddings are the model's
-    single = score_item_rows(scorer, index, 3, np.array([[5]]))
+    single = Searcher(scorer, index).score_rows(3, np.array([[5]]))
     proxy = scorer.score_embeddings(np.array([3]), index.single_z[[5]])
     np.testing.assert_allclose(single, proxy, atol=1e-5)
 
@@ -114,8 +116,8 @@ def test_complete_matches_exact_completion(setup):
         assert all(set(fixed) <= set(r.items) for r in beam)
         assert _sets(beam) == _sets(exact)
     # items that fit no slot of the template: no candidates
-    ranked = rank_items(scorer, index, 1, TEMPLATE, fixed=[0, 1])
-    rows, scores = beam_candidates(scorer, index, 1, TEMPLATE, ranked, fixed=[0, 1])
+    query = Searcher(scorer, index).query(1, fixed=[0, 1])
+    rows, scores = query.beam_candidates(TEMPLATE, query.rank_items(TEMPLATE))
     assert len(rows) == 0 and len(scores) == 0
 
 
@@ -128,7 +130,7 @@ def test_several_templates_and_repeated_categories(setup):
     best = sorted((r.score for part in exact_parts for r in part), reverse=True)[:12]
     assert {r.template for r in recs} <= {0, 1, 2}
     np.testing.assert_allclose(sorted((r.score for r in recs), reverse=True)[:3], best[:3], atol=1e-5)
-    rows, _ = enumerate_candidates(scorer, index, 0, [0, 0, 2])
+    rows, _ = Searcher(scorer, index).query(0).enumerate_candidates([0, 0, 2])
     assert len(rows) == 20 * 19 // 2 * 20  # unordered pairs of distinct tops x shoes
     assert all(len(set(r)) == 3 for r in rows)
 
@@ -150,4 +152,21 @@ def test_templates_from_meta_or_training(tiny_dataset):
 def test_exact_refuses_huge_enumerations(setup):
     _, scorer, index = setup
     with pytest.raises(DataError, match="max_combinations"):
-        enumerate_candidates(scorer, index, 0, TEMPLATE, max_combinations=100)
+        Searcher(scorer, index).query(0).enumerate_candidates(TEMPLATE, max_combinations=100)
+
+
+def test_search_params_are_the_defaults_of_cli_and_service(setup):
+    """One SearchParams: the CLI's options and the service's request read its defaults; a searcher uses them."""
+    defaults = SearchParams()
+    assert RecommendRequest(user=0).beam_width == defaults.beam_width
+    assert RecommendRequest(user=0).shortlist == defaults.shortlist
+    command = next(c for c in app.registered_commands if c.callback.__name__ == "recommend")
+    options = inspect.signature(command.callback).parameters
+    assert options["beam_width"].default.default == defaults.beam_width
+    assert options["shortlist"].default.default == defaults.shortlist
+    _, scorer, index = setup
+    a = Searcher(scorer, index).search(4, [TEMPLATE], k=5)
+    b = search(scorer, index, 4, [TEMPLATE], k=5, beam_width=defaults.beam_width, shortlist=defaults.shortlist)
+    assert a == b
+    with pytest.raises(TypeError):
+        search(scorer, index, 4, [TEMPLATE], k=5, beam=3)

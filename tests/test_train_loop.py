@@ -122,7 +122,7 @@ def test_cli_reports_bad_config_and_input(tiny_data_dir, tmp_path, monkeypatch, 
     bad.write_text(f"data:\n  path: {tiny_data_dir}\n  batchsize: 3\n")
     for argv, message in (
         (["train", "-c", str(bad), "--run-dir", str(tmp_path / "r")], "bad.yaml: unknown key 'data.batchsize'"),
-        (["evaluate", str(tmp_path)], "config.yaml: missing"),
+        (["evaluate", str(tmp_path)], "neither a run directory with a model/ checkpoint"),
     ):
         monkeypatch.setattr("sys.argv", ["outfitrec", *argv])
         with pytest.raises(SystemExit) as exc:

@@ -49,8 +49,9 @@ def baseline_cmd(
 ) -> None:
     """Fit a baseline on the training outfits and score a split's fixed candidates; prints a table, writes JSON."""
     from outfitrec.data.outfits import write_text_atomic
-    from outfitrec.evaluate.baselines import BASELINES, baseline_params, evaluate_baseline
-    from outfitrec.evaluate.protocol import dumps, format_table, load_dataset
+    from outfitrec.data.prepare import load_dataset
+    from outfitrec.evaluate.baselines import BASELINES, baseline_params
+    from outfitrec.evaluate.protocol import dumps, evaluate_baseline, format_table
 
     names = list(BASELINES) if name == "all" else [name]
     overrides = parse_sets(list(set_ or []), names)

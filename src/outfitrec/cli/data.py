@@ -127,7 +127,7 @@ def convert(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace DST if it exists."),
 ) -> None:
     """Convert a dataset to outfitrec's plain CSV format."""
-    from outfitrec.data.plain import convert as run_convert
+    from outfitrec.data.prepare import convert as run_convert
 
     dataset = run_convert(src, dst, from_format.value, overwrite=overwrite)
     n = {s: len(o) for s, o in dataset.splits.items()}

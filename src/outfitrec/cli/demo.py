@@ -35,8 +35,8 @@ def demo(
 ) -> None:
     """Run data -> teacher -> student -> distillation -> evaluation -> recommendation on Fashion-MNIST outfits."""
     from outfitrec.data.fmnist import fashion_mnist_available, generate, write_fmnist
-    from outfitrec.data.oracle import oracle_report
     from outfitrec.data.outfits import write_text_atomic
+    from outfitrec.evaluate.oracle import oracle_report
     from outfitrec.evaluate.protocol import format_table
     from outfitrec.models.checkpoint import load_model
     from outfitrec.train.config import ConfigError, load_config, resolve_config_path

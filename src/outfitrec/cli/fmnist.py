@@ -83,8 +83,8 @@ def oracle(
     as_json: Path | None = typer.Option(None, "--json", help="Also write the report to this JSON file."),
 ) -> None:
     """True-utility oracle: AUC/NDCG on fixed candidates, popularity beside it, true false negatives."""
-    from outfitrec.data.oracle import oracle_report
     from outfitrec.data.outfits import save_npz_atomic, write_text_atomic
+    from outfitrec.evaluate.oracle import oracle_report
 
     report, arrays = oracle_report(path, split=split, quantile=quantile, train_sample=train_sample)
     text = json.dumps(report, indent=1)

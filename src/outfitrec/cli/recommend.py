@@ -9,23 +9,15 @@ from pathlib import Path
 import typer
 
 from outfitrec.data.outfits import DataError
+from outfitrec.recommend.search import SearchParams
 
 RUN_HELP = "a training run directory (model/ + config.yaml), or a checkpoint folder when --data is given"
 DATA_HELP = "prepared dataset (folder or dataset.npz) for a bare checkpoint; default: the run's config.yaml data.path"
 BACKEND_HELP = "inference backend: torch, or onnx (exported on first use into the checkpoint's onnx/ folder)"
 
 
-def _checkpoint_dir(run: Path) -> Path:
-    """The checkpoint folder of a run directory, or `run` itself when it is a checkpoint."""
-    if (run / "model.json").is_file():
-        return run
-    if (run / "model").is_dir():
-        return run / "model"
-    raise DataError(f"{run}: neither a run directory (model/) nor a checkpoint folder (model.json)")
-
-
 def load_recommender(run: Path, data: Path | None = None, backend: str = "torch", threads: int = 1):
-    """A `Recommender` from a run directory, or from a checkpoint + dataset.
+    """A `Recommender` from a run directory, or from a checkpoint + dataset (`outfitrec.load_recommender`).
 
     `threads`: torch CPU threads. One by default: the search runs many small
     matrix products, where threads cost more than they gain (measured on the
@@ -37,14 +29,9 @@ def load_recommender(run: Path, data: Path | None = None, backend: str = "torch"
     from outfitrec.recommend.engine import Recommender
 
     torch.set_num_threads(threads)
-
     if backend not in ("torch", "onnx"):
         raise DataError(f"--backend: {backend!r} is not one of torch, onnx")
-    if data is None and (run / "config.yaml").is_file():
-        return Recommender.from_run(run, backend=backend)  # type: ignore[arg-type]
-    if data is None:
-        raise DataError(f"{run}: no config.yaml here; give the dataset with --data")
-    return Recommender.from_checkpoint(_checkpoint_dir(run), data, backend=backend)  # type: ignore[arg-type]
+    return Recommender.from_run(run, data, backend)  # type: ignore[arg-type]
 
 
 def _print_outfits(rec, recs, seconds: float, as_json: bool, user: int) -> None:
@@ -80,8 +67,10 @@ def register(app: typer.Typer) -> None:
         diverse: bool = typer.Option(False, "--diverse", help="no item repeats across the k outfits"),
         template: list[int] = typer.Option(None, "--template", "-t", help="template index (repeatable; default all)"),
         exact: bool = typer.Option(False, "--exact", help="enumerate every outfit (small catalogues only)"),
-        beam_width: int = typer.Option(32, "--beam-width", min=1, help="partial outfits kept per slot"),
-        shortlist: int = typer.Option(40, "--shortlist", min=1, help="items per slot considered"),
+        beam_width: int = typer.Option(
+            SearchParams.beam_width, "--beam-width", min=1, help="partial outfits kept per slot"
+        ),
+        shortlist: int = typer.Option(SearchParams.shortlist, "--shortlist", min=1, help="items per slot considered"),
         data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
         backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -89,7 +78,8 @@ def register(app: typer.Typer) -> None:
         """The user's top-k new outfits from the whole catalogue (beam search over slots; training outfits excluded)."""
         rec = load_recommender(run, data, backend)
         start = time.perf_counter()
-        recs = rec.recommend(user, k, diverse, template or None, exact, beam_width, shortlist)
+        params = SearchParams(beam_width=beam_width, shortlist=shortlist)
+        recs = rec.recommend(user, k, diverse, template or None, exact, params)
         _print_outfits(rec, recs, time.perf_counter() - start, as_json, user)
 
     @app.command()
@@ -122,17 +112,12 @@ def register(app: typer.Typer) -> None:
         check: bool = typer.Option(True, "--check/--no-check", help="compare onnxruntime with PyTorch"),
     ) -> None:
         """Export the model (item encoder, outfit encoder, user scorer) to ONNX and check parity with onnxruntime."""
-        from outfitrec.data.outfits import OutfitDataset
-        from outfitrec.models.checkpoint import check_data_numbering, load_model
-        from outfitrec.recommend.engine import checkpoint_hash, resolve_dataset_path, run_data_path
+        from outfitrec.models.checkpoint import load_run
+        from outfitrec.recommend.engine import checkpoint_hash
         from outfitrec.recommend.onnx_export import export_onnx, parity_report
 
-        checkpoint = _checkpoint_dir(run)
-        dataset = OutfitDataset.load(resolve_dataset_path(data) if data else run_data_path(run))
-        model = load_model(checkpoint)
-        check_data_numbering(model, dataset, "model", f"checkpoint {checkpoint}")
-        model.bind_catalogue(dataset.catalogue)
-        model.eval()
+        loaded = load_run(run, data)
+        model, dataset, checkpoint = loaded.model, loaded.dataset, loaded.checkpoint_dir
         target = out if out is not None else checkpoint / "onnx"
         paths = export_onnx(model, target, checkpoint_hash(checkpoint))
         for path in paths:

@@ -129,10 +129,11 @@ def score_cmd(
     """Print the model's score of one outfit for one user."""
     import numpy as np
 
-    from outfitrec.evaluate.protocol import CachedScorer, load_dataset, load_run_model, run_data_path
+    from outfitrec.evaluate.protocol import CachedScorer
+    from outfitrec.models.checkpoint import load_run
 
-    dataset, _ = load_dataset(data if data is not None else run_data_path(run))
-    model = load_run_model(run, dataset)
+    loaded = load_run(run, data)
+    dataset, model = loaded.dataset, loaded.model
     u = _parse_user(user, dataset.user_names)
     ids = _parse_items(items, dataset.catalogue.item_names, dataset.catalogue.n_items)
     scorer = CachedScorer(model, np.asarray(ids))

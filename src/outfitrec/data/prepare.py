@@ -18,10 +18,14 @@ import hashlib
 import warnings
 from pathlib import Path
 
+from outfitrec.data.difashion import load_difashion
 from outfitrec.data.fitb import FitbQuestions, fitb_path, write_fitb_files
 from outfitrec.data.io import atomic_folder, check_output_folder, image_folders, read_manifest, write_manifest
-from outfitrec.data.negatives import Candidates, candidates_path, check_seed, provenance, write_candidate_files
+from outfitrec.data.negatives import check_seed, provenance, write_candidate_files
 from outfitrec.data.outfits import DataError, OutfitDataset
+from outfitrec.data.plain import read_plain, write_plain
+from outfitrec.data.polyvore_u import load_polyvore_u
+from outfitrec.data.stats import training_leaks
 
 FORMATS = ("difashion", "polyvore-u", "plain", "npz")
 DATASET_FILE = "dataset.npz"
@@ -43,43 +47,18 @@ def resolve_dataset_path(path: str | Path, origin: str = "") -> Path:
     return path
 
 
-def run_data_path(run_dir: str | Path) -> Path:
-    """The dataset.npz a training run used: data.path of its resolved config.yaml.
+def load_dataset(path: str | Path) -> tuple[OutfitDataset, Path]:
+    """A prepared dataset: (dataset, its folder) from the folder or its dataset .npz.
 
-    data.path is taken as written (absolute, or relative to the working
-    directory), else relative to the run directory.
+    Raises DataError for a path that is neither, an unreadable file, or a
+    dataset that is not the one its folder's manifest names (a folder mixed by
+    an interrupted write). The evaluation files beside it (`candidates_{split}.npz`,
+    `fitb_{split}.npz`) are read on demand: `Candidates.load`, `load_fitb`.
     """
-    import yaml
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise DataError(f"{config_path}: missing (not a run directory?); pass --data")
-    try:
-        config = yaml.safe_load(config_path.read_text())
-    except yaml.YAMLError as exc:
-        raise DataError(f"{config_path}: not valid YAML ({exc})") from exc
-    data_path = (config or {}).get("data", {}).get("path") if isinstance(config, dict) else None
-    if not data_path:
-        raise DataError(f"{config_path}: key data.path is missing")
-    for base in (Path("."), run_dir):
-        candidate = base / data_path
-        if candidate.exists():
-            return resolve_dataset_path(candidate, f"{config_path}:data.path")
-    raise DataError(f"{config_path}:data.path: {data_path} does not exist")
-
-
-def load_prepared(path: str | Path) -> tuple[OutfitDataset, dict[str, Candidates]]:
-    """The dataset and the fixed evaluation candidates present beside it, checked against its bounds."""
     file = resolve_dataset_path(path)
     dataset = OutfitDataset.load(file)
     check_manifest(file, dataset)
-    candidates = {}
-    for split in ("valid", "test"):
-        c_path = candidates_path(file.parent, split)
-        if c_path.exists():
-            candidates[split] = Candidates.load(c_path, n_users=dataset.n_users, n_items=dataset.catalogue.n_items)
-    return dataset, candidates
+    return dataset, file.parent
 
 
 def check_manifest(file: Path, dataset: OutfitDataset) -> None:
@@ -95,26 +74,32 @@ def check_manifest(file: Path, dataset: OutfitDataset) -> None:
         )
 
 
-def load_fitb(path: str | Path, split: str) -> FitbQuestions:
-    """The FITB questions of a split in a prepared folder (or beside a dataset .npz)."""
-    file = resolve_dataset_path(path)
-    dataset = OutfitDataset.load(file)
-    return FitbQuestions.load(fitb_path(file.parent, split), dataset.n_users, dataset.catalogue.n_items)
+def load_fitb(
+    path: str | Path, split: str, dataset: OutfitDataset | None = None, required: bool = True
+) -> FitbQuestions | None:
+    """The FITB questions of a split in a prepared folder (or beside a dataset .npz), checked against the dataset.
+
+    dataset: the folder's dataset when already loaded (else it is read). With
+    required=False a folder without `fitb_{split}.npz` gives None; otherwise
+    (and for a damaged file, or one made from another dataset) DataError.
+    """
+    if dataset is None:
+        dataset, folder = load_dataset(path)
+    else:
+        folder = resolve_dataset_path(path).parent
+    file = fitb_path(folder, split)
+    if not required and not file.is_file():
+        return None
+    return FitbQuestions.load(file, dataset.n_users, dataset.catalogue.n_items)
 
 
 def load_source(src: str | Path, fmt: str) -> OutfitDataset:
     """Load a dataset in one of FORMATS ('npz' takes a prepared folder or a dataset .npz)."""
     if fmt == "difashion":
-        from outfitrec.data.difashion import load_difashion
-
         return load_difashion(src)
     if fmt == "polyvore-u":
-        from outfitrec.data.polyvore_u import load_polyvore_u
-
         return load_polyvore_u(src)
     if fmt == "plain":
-        from outfitrec.data.plain import read_plain
-
         return read_plain(src)
     if fmt == "npz":
         return OutfitDataset.load(resolve_dataset_path(src))
@@ -160,8 +145,6 @@ def file_sha256(path: Path) -> str:
 
 def warn_training_leaks(dataset: OutfitDataset) -> None:
     """Warn, per split, how many valid / test positives are the same user's training outfits."""
-    from outfitrec.data.stats import training_leaks
-
     for split, (leaked, total) in training_leaks(dataset).items():
         if leaked:
             warnings.warn(f"{leaked} of {total} {split} outfits are training outfits of the same user", stacklevel=2)
@@ -208,3 +191,11 @@ def prepare(
             written[f"fitb_{split}"] = out / path.name
         write_manifest(tmp, "prepared", **folder_facts(dataset, tmp / DATASET_FILE, seed=seed, k=k, source_format=fmt))
     return written
+
+
+def convert(src: str | Path, dst: str | Path, from_format: str, overwrite: bool = False) -> OutfitDataset:
+    """Convert a dataset in `from_format` ('difashion', 'polyvore-u', 'npz', 'plain') to the plain format."""
+    check_output_folder(dst, [src], overwrite)
+    dataset = load_source(src, from_format)
+    write_plain(dataset, dst, overwrite=overwrite, inputs=(src,))
+    return dataset

@@ -33,11 +33,9 @@ can be evaluated with `evaluate_split` or serve as a teacher's score function.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -398,91 +396,3 @@ def fit_baseline(name: str, dataset: OutfitDataset, **params) -> Baseline:
     seconds = time.perf_counter() - start
     info = {"n_seen_items": len(data.seen), "nnz": int(data.X.nnz), **fitted.pop("info", {})}
     return Baseline(name, full, data.column_of, full["aggregate"], fit_seconds=seconds, info=info, **fitted)
-
-
-# --------------------------------------------------------------------------- evaluation, cached per dataset
-
-
-def _stamp(path: Path) -> list:
-    st = path.stat()
-    return [path.name, st.st_size, st.st_mtime_ns]
-
-
-def train_fingerprint(dataset: OutfitDataset) -> str:
-    """SHA-1 of the training outfits (users, items, mask) and the catalogue size: what a baseline is fitted on."""
-    import hashlib
-
-    train = dataset.split("train")
-    h = hashlib.sha1()
-    for arr in (train.users, train.items, train.mask, np.asarray([dataset.n_users, dataset.catalogue.n_items])):
-        h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(str(arr.shape).encode())
-    return h.hexdigest()
-
-
-def evaluate_baseline(
-    name: str,
-    dataset: OutfitDataset,
-    data_dir: str | Path,
-    split: str,
-    with_fitb: bool = True,
-    cache: bool = True,
-    fitted: Baseline | None = None,
-    **params,
-) -> dict:
-    """A baseline's metrics on `candidates_{split}.npz` (+ FITB), with 'params' and 'fit_seconds'.
-
-    cache: reuse / store the result in `{data_dir}/baselines_cache.json`, keyed by the baseline, its
-    parameters, a fingerprint of the training outfits and the size + modification time of the split's
-    candidate (and FITB) files, so evaluation tables and experiments fit each baseline once per dataset
-    (an unwritable folder just skips the cache).
-    fitted: an already fitted baseline to evaluate (skips fitting).
-    """
-    from outfitrec.data.fitb import fitb_path
-    from outfitrec.data.negatives import candidates_path
-    from outfitrec.data.outfits import write_text_atomic
-    from outfitrec.evaluate.protocol import evaluate_split
-
-    folder = Path(data_dir)
-    full = fitted.params if fitted is not None else baseline_params(name, **params)
-    files = [candidates_path(folder, split)]
-    if with_fitb and fitb_path(folder, split).is_file():
-        files.append(fitb_path(folder, split))
-    key = None
-    cache_path = folder / "baselines_cache.json"
-    entries: dict = {}
-    if cache and all(f.is_file() for f in files):
-        stamps = [_stamp(f) for f in files]
-        key = json.dumps([name, split, sorted(full.items()), train_fingerprint(dataset), stamps], default=str)
-        try:
-            entries = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-        except (OSError, ValueError):
-            entries = {}
-        if key in entries:
-            return dict(entries[key])
-    model = fitted if fitted is not None else fit_baseline(name, dataset, **full)
-    start = time.perf_counter()
-    out = evaluate_split(model, dataset, folder, split, with_fitb)
-    out["params"] = dict(model.params)
-    out["info"] = dict(model.info)
-    out["fit_seconds"] = round(model.fit_seconds, 3)
-    out["score_seconds"] = round(time.perf_counter() - start, 3)
-    if key is not None:
-        entries[key] = out
-        try:
-            write_text_atomic(cache_path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
-        except OSError:
-            pass
-    return out
-
-
-def evaluate_baselines(
-    dataset: OutfitDataset,
-    data_dir: str | Path,
-    split: str,
-    names: tuple[str, ...] = COLLABORATIVE,
-    with_fitb: bool = True,
-    cache: bool = True,
-) -> dict[str, dict]:
-    """Metrics of several baselines (registry defaults) on a split: {name: metrics}."""
-    return {name: evaluate_baseline(name, dataset, data_dir, split, with_fitb, cache) for name in names}

@@ -15,31 +15,31 @@ in batches from the cached embeddings.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from outfitrec.data.fitb import fitb_path
 from outfitrec.data.negatives import Candidates, candidates_path
-from outfitrec.data.outfits import PAD, DataError, OutfitDataset, Outfits
-from outfitrec.data.prepare import resolve_dataset_path, run_data_path
+from outfitrec.data.outfits import PAD, OutfitDataset, Outfits, write_text_atomic
+from outfitrec.data.prepare import load_fitb
+from outfitrec.evaluate.baselines import (
+    COLLABORATIVE,
+    Baseline,
+    baseline_params,
+    fit_baseline,
+    item_popularity,
+    popularity_scores,
+)
 from outfitrec.evaluate.metrics import fitb_accuracy, mean_metrics
+from outfitrec.models.checkpoint import load_run
 
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (users [n], items [n,S], mask [n,S]) -> [n]
-
-
-def resolve_data(path: str | Path) -> tuple[Path, Path]:
-    """(prepared folder, dataset.npz) from either a folder or a dataset.npz inside one."""
-    npz = resolve_dataset_path(path)
-    return npz.parent, npz
-
-
-def load_dataset(path: str | Path) -> tuple[OutfitDataset, Path]:
-    """Load a prepared dataset (folder or dataset.npz); returns (dataset, folder)."""
-    folder, npz = resolve_data(path)
-    return OutfitDataset.load(npz), folder
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -131,22 +131,8 @@ def evaluate_fitb(score_fn: ScoreFn, questions, item_category: np.ndarray) -> di
     return {"fitb": fitb_accuracy(scores), "fitb_n": int(len(questions))}
 
 
-def load_fitb(data_dir: str | Path, split: str, dataset: OutfitDataset):
-    """The split's FITB questions, or None when the folder has no fitb_{split}.npz."""
-    from outfitrec.data.fitb import FitbQuestions, fitb_path
-
-    path = fitb_path(data_dir, split)
-    if not path.is_file():
-        return None
-    return FitbQuestions.load(path, dataset.n_users, dataset.catalogue.n_items)
-
-
-def popularity_score_fn(dataset: OutfitDataset) -> ScoreFn | None:
-    """The popularity baseline as a ScoreFn (evaluate/baselines.py), or None when that module is absent."""
-    try:
-        from outfitrec.evaluate.baselines import item_popularity, popularity_scores
-    except ImportError:
-        return None
+def popularity_score_fn(dataset: OutfitDataset) -> ScoreFn:
+    """The popularity baseline as a ScoreFn (evaluate/baselines.py)."""
     popularity = item_popularity(dataset)  # counted once, not per scored batch
 
     def score(users: np.ndarray, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -170,7 +156,7 @@ def evaluate_split(
     if isinstance(score_fn, CachedScorer):
         score_fn.add_items(np.concatenate([candidates.positives.items.ravel(), candidates.negatives.items.ravel()]))
     out = evaluate_scores(score_fn, candidates)
-    questions = load_fitb(data_dir, split, dataset) if with_fitb else None
+    questions = load_fitb(data_dir, split, dataset, required=False) if with_fitb else None
     if questions is not None and len(questions):
         out.update(evaluate_fitb(score_fn, questions, dataset.catalogue.item_category))
     return out
@@ -198,38 +184,8 @@ def evaluate_model(
     if pop is not None:
         out["popularity"] = evaluate_split(pop, dataset, data_dir, split, with_fitb)
     if with_baselines:
-        from outfitrec.evaluate.baselines import evaluate_baselines
-
         out["baselines"] = evaluate_baselines(dataset, data_dir, split, with_fitb=with_fitb)
     return out
-
-
-def model_dir_of(run_or_model: str | Path) -> Path:
-    """A run directory's model/ (best checkpoint), or the path itself when it already is a model directory."""
-    p = Path(run_or_model)
-    if (p / "model" / "model.json").is_file():
-        return p / "model"
-    if (p / "model.json").is_file():
-        return p
-    raise DataError(f"{p}: neither a run directory with a model/ checkpoint nor a model directory")
-
-
-def load_run_model(run_dir: str | Path, dataset: OutfitDataset, device: str = "cpu", role: str = "model"):
-    """The run's best model, bound to the dataset's catalogue, in eval mode.
-
-    Refuses (one DataError line) a dataset whose user / item numbering is not
-    the one the checkpoint was trained on (`check_data_numbering`); `role`
-    names the checkpoint in that message ('model', 'teacher').
-    """
-    from outfitrec.models.checkpoint import check_data_numbering, load_model
-
-    directory = model_dir_of(run_dir)
-    model = load_model(directory)
-    check_data_numbering(model, dataset, role, f"checkpoint {directory}")
-    model.bind_catalogue(dataset.catalogue)
-    model.to(device)
-    model.eval()
-    return model
 
 
 def evaluate_run(
@@ -239,12 +195,11 @@ def evaluate_run(
     batch_size: int = 512,
     device: str = "cpu",
 ) -> dict:
-    """Evaluate a run's best checkpoint on a split of its dataset (or of `data`)."""
-    dataset, folder = load_dataset(data if data is not None else run_data_path(run_dir))
-    model = load_run_model(run_dir, dataset, device)
-    out = evaluate_model(model, dataset, folder, split, batch_size)
+    """Evaluate a run's best checkpoint on a split of its dataset (or of `data`): `evaluate_model`'s dict."""
+    run = load_run(run_dir, data, device=device)
+    out = evaluate_model(run.model, run.dataset, run.data_dir, split, batch_size)
     out["split"] = split
-    out["data"] = str(folder)
+    out["data"] = str(run.data_dir)
     return out
 
 
@@ -264,3 +219,84 @@ def format_table(rows: dict[str, dict]) -> str:
 def dumps(metrics: dict) -> str:
     """Metrics as stable, readable JSON."""
     return json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+
+
+# --------------------------------------------------------------------------- baselines, cached per dataset
+
+
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def train_fingerprint(dataset: OutfitDataset) -> str:
+    """SHA-1 of the training outfits (users, items, mask) and the catalogue size: what a baseline is fitted on."""
+    train = dataset.split("train")
+    h = hashlib.sha1()
+    for arr in (train.users, train.items, train.mask, np.asarray([dataset.n_users, dataset.catalogue.n_items])):
+        h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(str(arr.shape).encode())
+    return h.hexdigest()
+
+
+def evaluate_baseline(
+    name: str,
+    dataset: OutfitDataset,
+    data_dir: str | Path,
+    split: str,
+    with_fitb: bool = True,
+    cache: bool = True,
+    fitted: Baseline | None = None,
+    **params,
+) -> dict:
+    """A baseline's metrics on `candidates_{split}.npz` (+ FITB), with 'params' and 'fit_seconds'.
+
+    cache: reuse / store the result in `{data_dir}/baselines_cache.json`, keyed by the baseline, its
+    parameters, a fingerprint of the training outfits and the size + modification time of the split's
+    candidate (and FITB) files, so evaluation tables and experiments fit each baseline once per dataset
+    (an unwritable folder just skips the cache).
+    fitted: an already fitted baseline to evaluate (skips fitting).
+    """
+    folder = Path(data_dir)
+    full = fitted.params if fitted is not None else baseline_params(name, **params)
+    files = [candidates_path(folder, split)]
+    if with_fitb and fitb_path(folder, split).is_file():
+        files.append(fitb_path(folder, split))
+    key = None
+    cache_path = folder / "baselines_cache.json"
+    entries: dict = {}
+    if cache and all(f.is_file() for f in files):
+        stamps = [_stamp(f) for f in files]
+        key = json.dumps([name, split, sorted(full.items()), train_fingerprint(dataset), stamps], default=str)
+        try:
+            entries = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        except (OSError, ValueError):
+            entries = {}
+        if key in entries:
+            return dict(entries[key])
+    model = fitted if fitted is not None else fit_baseline(name, dataset, **full)
+    start = time.perf_counter()
+    out = evaluate_split(model, dataset, folder, split, with_fitb)
+    out["params"] = dict(model.params)
+    out["info"] = dict(model.info)
+    out["fit_seconds"] = round(model.fit_seconds, 3)
+    out["score_seconds"] = round(time.perf_counter() - start, 3)
+    if key is not None:
+        entries[key] = out
+        try:
+            write_text_atomic(cache_path, json.dumps(entries, indent=1, sort_keys=True) + "\n")
+        except OSError:
+            pass
+    return out
+
+
+def evaluate_baselines(
+    dataset: OutfitDataset,
+    data_dir: str | Path,
+    split: str,
+    names: tuple[str, ...] = COLLABORATIVE,
+    with_fitb: bool = True,
+    cache: bool = True,
+) -> dict[str, dict]:
+    """Metrics of several baselines (registry defaults) on a split: {name: metrics}."""
+    return {name: evaluate_baseline(name, dataset, data_dir, split, with_fitb, cache) for name in names}

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 
 from outfitrec.data.outfits import OutfitDataset
+from outfitrec.data.prepare import load_dataset
+from outfitrec.train.loop import build_model
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -81,9 +83,6 @@ def measure_model(model, dataset: OutfitDataset, item_batch: int = 256, outfit_b
 
 def cost_table(lab, roles: tuple[str, ...] = ("teacher", "student")) -> list[dict]:
     """One row per role: the cost of a model built from the lab's config for that role."""
-    from outfitrec.evaluate.protocol import load_dataset
-    from outfitrec.train.loop import build_model
-
     rows = []
     dataset, _ = load_dataset(lab.train_data())
     for role in roles:

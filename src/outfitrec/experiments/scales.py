@@ -30,6 +30,7 @@ import copy
 from pathlib import Path
 
 from outfitrec.data.outfits import DataError
+from outfitrec.data.prepare import load_dataset
 
 SCALES = ("smoke", "quick", "full")
 
@@ -112,8 +113,6 @@ def per_user_cap(kind: str, scale: str) -> int | None:
 
 def dataset_kind(data: str | Path) -> str:
     """'images' when the prepared dataset's catalogue has item images (or image files), else 'ids'."""
-    from outfitrec.evaluate.protocol import load_dataset
-
     dataset, _ = load_dataset(data)
     cat = dataset.catalogue
     return "images" if (cat.images is not None or cat.image_paths is not None) else "ids"

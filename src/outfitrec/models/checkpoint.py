@@ -16,22 +16,30 @@ scores the wrong people or indexes out of the table. `check_data_numbering`
 is the one check every consumer (evaluate, score, distillation, recommend,
 serve, export) calls; checkpoints from before the fingerprint are checked by
 their counts only.
+
+`load_run(path)` is the one way to load a trained model for use (evaluation,
+a teacher, the recommender, the CLI, the service): a run directory (its
+`config.yaml` names the dataset, `model/` holds the best checkpoint) or a bare
+checkpoint folder plus a dataset, checked, bound to the dataset's catalogue.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydantic
 import torch
+import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
 from outfitrec.data.io import write_bytes_atomic
-from outfitrec.data.outfits import DataError, write_text_atomic
+from outfitrec.data.outfits import DataError, OutfitDataset, write_text_atomic
+from outfitrec.data.prepare import load_dataset, resolve_dataset_path
 from outfitrec.models.outfit_model import ModelConfig, OutfitModel
 
 WEIGHTS_FILE = "model.safetensors"
@@ -229,3 +237,117 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     model.checkpoint_meta = info.get("meta", {})
     model.checkpoint_data = info.get("data") if isinstance(info.get("data"), dict) else None
     return model.to(map_location).eval()
+
+
+# --------------------------------------------------------------------------- runs
+
+RUN_CONFIG = "config.yaml"
+RUN_MODEL = "model"
+
+
+@dataclass
+class Run:
+    """A trained model ready for use: bound to its dataset's catalogue, in eval mode, on its device.
+
+    config: the run's resolved config.yaml as a plain dict (None for a bare
+    checkpoint folder); data_path: the dataset .npz the model is bound to
+    (None when the caller passed the dataset without its location);
+    data_dir: its prepared folder (candidate and FITB files).
+    """
+
+    model: OutfitModel
+    dataset: OutfitDataset
+    config: dict | None
+    checkpoint_dir: Path
+    data_path: Path | None
+    run_dir: Path | None = None
+
+    @property
+    def data_dir(self) -> Path | None:
+        return None if self.data_path is None else self.data_path.parent
+
+
+def checkpoint_dir_of(path: str | Path) -> Path:
+    """A run directory's best checkpoint (model/), or `path` itself when it is a checkpoint folder."""
+    p = Path(path)
+    if (p / RUN_MODEL / INFO_FILE).is_file():
+        return p / RUN_MODEL
+    if (p / INFO_FILE).is_file():
+        return p
+    raise CheckpointError(f"{p}: neither a run directory with a model/ checkpoint nor a model directory")
+
+
+def read_run_config(run_dir: str | Path) -> dict:
+    """A run directory's resolved config.yaml as a dict (DataError when missing or not YAML)."""
+    config_path = Path(run_dir) / RUN_CONFIG
+    if not config_path.is_file():
+        raise DataError(f"{config_path}: missing (not a run directory?); pass --data")
+    try:
+        config = yaml.safe_load(config_path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{config_path}: not valid YAML ({exc})") from exc
+    if not isinstance(config, dict):
+        raise DataError(f"{config_path}: not a mapping of config sections")
+    return config
+
+
+def run_data_path(run_dir: str | Path, config: dict | None = None) -> Path:
+    """The dataset .npz a training run used: data.path of its config.yaml.
+
+    data.path is taken as written (absolute, or relative to the working
+    directory), else relative to the run directory.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / RUN_CONFIG
+    config = read_run_config(run_dir) if config is None else config
+    data = config.get("data")
+    data_path = data.get("path") if isinstance(data, dict) else None
+    if not data_path:
+        raise DataError(f"{config_path}: key data.path is missing")
+    for base in (Path("."), run_dir):
+        candidate = base / data_path
+        if candidate.exists():
+            return resolve_dataset_path(candidate, f"{config_path}:data.path")
+    raise DataError(f"{config_path}:data.path: {data_path} does not exist")
+
+
+def load_run(
+    path: str | Path,
+    data: str | Path | None = None,
+    dataset: OutfitDataset | None = None,
+    device: str | torch.device = "cpu",
+    role: str = "model",
+) -> Run:
+    """Load a trained run: its best checkpoint bound to its dataset, checked, in eval mode on `device`.
+
+    path: a run directory (`config.yaml` + `model/`) or a checkpoint folder
+    (`model.json` + `model.safetensors`). data: the prepared dataset (folder
+    or dataset.npz) to use instead of the run's `data.path`; required for a
+    bare checkpoint folder. dataset: the already loaded dataset of `data` (or
+    of the run), to skip reading it again. role: how the checkpoint is named
+    in errors ('model', 'teacher').
+
+    Raises CheckpointError (a DataError) for a missing / damaged checkpoint or
+    a dataset whose user / item numbering is not the checkpoint's, DataError
+    for a missing config.yaml or dataset.
+    """
+    path = Path(path)
+    checkpoint = checkpoint_dir_of(path)
+    run_dir = path if checkpoint != path else None
+    config = read_run_config(run_dir) if run_dir is not None and (run_dir / RUN_CONFIG).is_file() else None
+    if data is not None:
+        data_path: Path | None = resolve_dataset_path(data)
+    elif dataset is not None:
+        data_path = None  # the caller's dataset: the run's own data.path is not consulted
+    elif config is not None:
+        data_path = run_data_path(run_dir, config)
+    else:
+        raise DataError(f"{path}: no config.yaml here; give the dataset with --data")
+    if dataset is None:
+        dataset, _ = load_dataset(data_path)
+    model = load_model(checkpoint)
+    where = f"checkpoint {checkpoint}" + (f", dataset {data_path}" if data_path is not None else "")
+    check_data_numbering(model, dataset, role, where)
+    model.bind_catalogue(dataset.catalogue)  # on the CPU, then moved whole (catalogue buffers too)
+    model.to(device).eval()
+    return Run(model, dataset, config, checkpoint, data_path, run_dir)

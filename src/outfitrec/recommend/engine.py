@@ -4,9 +4,10 @@
 dataset, ``model/`` holds the best checkpoint) or a checkpoint plus a dataset,
 computes the search index (item embeddings and one-item outfit embeddings)
 once per checkpoint, caches it on disk beside the checkpoint keyed by the
-checkpoint's hash, and answers recommend / complete / score / history. One
-lock serialises inference, so one engine can be shared by the threads of a
-web server.
+checkpoint's hash, and answers recommend / complete / score / history. A
+semaphore admits at most `max_concurrent` (4) searches at a time, so one engine
+can be shared by the threads of a web server (scoring given outfits is cheap
+and never queues behind the searches).
 """
 
 from __future__ import annotations
@@ -20,19 +21,21 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
 
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, save_npz_atomic
-from outfitrec.data.prepare import resolve_dataset_path, run_data_path
+from outfitrec.models.checkpoint import load_run
+from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx, item_inputs
 from outfitrec.recommend.search import (
-    DEFAULT_BEAM_WIDTH,
-    DEFAULT_SHORTLIST,
     MAX_EXACT_COMBINATIONS,
     OutfitScorer,
     Recommendation,
+    Searcher,
     SearchIndex,
+    SearchParams,
     SearchStats,
-    score_item_rows,
-    search,
     templates_from_dataset,
 )
 
@@ -67,37 +70,32 @@ class TorchScorer:
     """`OutfitScorer` over a PyTorch `OutfitModel` (eval mode, no autograd)."""
 
     def __init__(self, model) -> None:
-        import torch
-
-        self.torch = torch
         self.model = model.eval()
 
     def encode_items(self, item_ids: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            out = self.model.encode_items(self.torch.as_tensor(np.asarray(item_ids), dtype=self.torch.long))
+        with torch.inference_mode():
+            out = self.model.encode_items(torch.as_tensor(np.asarray(item_ids), dtype=torch.long))
         return out.float().numpy()
 
     def encode_outfits(self, item_emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
+        with torch.inference_mode():
             z = self.model.encode_outfits(
-                self.torch.from_numpy(np.ascontiguousarray(item_emb, np.float32)),
-                self.torch.from_numpy(np.ascontiguousarray(mask, bool)),
+                torch.from_numpy(np.ascontiguousarray(item_emb, np.float32)),
+                torch.from_numpy(np.ascontiguousarray(mask, bool)),
             )
         return z.float().numpy()
 
     def score_embeddings(self, users: np.ndarray, z: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
+        with torch.inference_mode():
             s = self.model.score_embeddings(
-                self.torch.as_tensor(np.asarray(users), dtype=self.torch.long),
-                self.torch.from_numpy(np.ascontiguousarray(z, np.float32)),
+                torch.as_tensor(np.asarray(users), dtype=torch.long),
+                torch.from_numpy(np.ascontiguousarray(z, np.float32)),
             )
         return s.float().numpy()
 
 
 def _encode_catalogue(scorer, n_items: int, desc: str) -> np.ndarray:
     """Item embeddings of the whole catalogue, in batches, with a progress bar."""
-    from tqdm import tqdm
-
     parts = []
     for start in tqdm(range(0, n_items, ENCODE_BATCH), desc=desc, unit="batch", disable=None, leave=False):
         parts.append(scorer.encode_items(np.arange(start, min(start + ENCODE_BATCH, n_items))))
@@ -105,7 +103,7 @@ def _encode_catalogue(scorer, n_items: int, desc: str) -> np.ndarray:
 
 
 class Recommender:
-    """A loaded model + dataset answering recommendation requests (thread-safe)."""
+    """A loaded model + dataset answering recommendation requests (thread-safe: at most `max_concurrent` searches)."""
 
     def __init__(
         self,
@@ -116,6 +114,7 @@ class Recommender:
         max_concurrent: int = 4,
     ) -> None:
         self.dataset = dataset
+        self.searcher = Searcher(scorer, index)
         self.scorer = scorer
         self.index = index
         self.templates = templates_from_dataset(
@@ -145,53 +144,46 @@ class Recommender:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_checkpoint(
+    def from_run(
         cls,
-        checkpoint_dir: str | Path,
-        data_path: str | Path,
+        run: str | Path,
+        data: str | Path | None = None,
         backend: Backend = "torch",
         cache: bool = True,
         onnx_dir: str | Path | None = None,
     ) -> Recommender:
-        """Load a checkpoint (models.checkpoint) and its prepared dataset (folder or dataset.npz).
+        """Load a run directory (`models.checkpoint.load_run`), or a checkpoint folder with `data`.
 
-        backend="onnx" runs the ONNX export in `onnx_dir` (default: checkpoint_dir/onnx), exporting it first
-        when it is missing. cache: keep the search index in checkpoint_dir/cache/ (keyed by the checkpoint hash).
+        data: a prepared dataset (folder or dataset.npz) instead of the run's data.path.
+        backend="onnx" runs the ONNX export in `onnx_dir` (default: the checkpoint's onnx/), exporting it first
+        when it is missing. cache: keep the search index in the checkpoint's cache/ (keyed by the checkpoint hash).
         """
-        from outfitrec.models.checkpoint import check_data_numbering, load_model
-
+        if backend not in ("torch", "onnx"):
+            raise DataError(f"unknown backend {backend!r}; expected 'torch' or 'onnx'")
         started = time.perf_counter()
-        checkpoint_dir = Path(checkpoint_dir)
-        dataset_path = resolve_dataset_path(data_path)
-        dataset = OutfitDataset.load(dataset_path)
-        model = load_model(checkpoint_dir)
-        check_data_numbering(model, dataset, "model", f"checkpoint {checkpoint_dir}, dataset {dataset_path}")
-        model.bind_catalogue(dataset.catalogue)
-        model.eval()
+        loaded = load_run(run, data)
+        model, dataset, checkpoint_dir = loaded.model, loaded.dataset, loaded.checkpoint_dir
         digest = checkpoint_hash(checkpoint_dir)
         if backend == "torch":
-            scorer = TorchScorer(model)
-        elif backend == "onnx":
-            from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx, item_inputs
-
+            scorer: OutfitScorer = TorchScorer(model)
+        else:
             onnx_dir = Path(onnx_dir) if onnx_dir is not None else checkpoint_dir / "onnx"
             if not OnnxScorer.exists(onnx_dir, digest):
                 export_onnx(model, onnx_dir, digest)
             scorer = OnnxScorer(onnx_dir, lambda ids: item_inputs(model, ids))
-        else:
-            raise DataError(f"unknown backend {backend!r}; expected 'torch' or 'onnx'")
         index = cls._load_or_build_index(scorer, dataset, checkpoint_dir / "cache", digest, backend, cache)
-        counts = model.parameter_counts() if hasattr(model, "parameter_counts") else {}
         info = {
             "checkpoint": str(checkpoint_dir),
             "checkpoint_sha256": digest,
-            "dataset": str(dataset_path),
+            "dataset": str(loaded.data_path),
             "dataset_name": dataset.meta.get("name", ""),
             "backend": backend,
-            "model_config": model.config.model_dump() if hasattr(model, "config") else {},
-            "parameters": {k: int(v) for k, v in counts.items()},
+            "model_config": model.config.model_dump(),
+            "parameters": {k: int(v) for k, v in model.parameter_counts().items()},
             "load_seconds": round(time.perf_counter() - started, 3),
         }
+        if loaded.run_dir is not None:
+            info["run"] = str(loaded.run_dir)
         rec = cls(dataset, scorer, index, info)
         rec.warm_up()
         return rec
@@ -199,17 +191,8 @@ class Recommender:
     def warm_up(self) -> None:
         """One small search, so that the first request does not pay the backend's one-off start-up costs."""
         if self.dataset.n_users:
-            search(self.scorer, self.index, 0, self.templates[:1], k=1, beam_width=4, shortlist=4, refine_rounds=1)
-
-    @classmethod
-    def from_run(cls, run_dir: str | Path, backend: Backend = "torch", cache: bool = True) -> Recommender:
-        """Load a training run directory: its best checkpoint (model/) and the dataset named in config.yaml."""
-        run_dir = Path(run_dir)
-        if not (run_dir / "model").is_dir():
-            raise DataError(f"{run_dir}: no model/ checkpoint in this run directory")
-        rec = cls.from_checkpoint(run_dir / "model", run_data_path(run_dir), backend, cache)
-        rec.info["run"] = str(run_dir)
-        return rec
+            tiny = SearchParams(beam_width=4, shortlist=4, refine_rounds=1)
+            self.searcher.search(0, self.templates[:1], k=1, params=tiny)
 
     @staticmethod
     def _load_or_build_index(
@@ -257,9 +240,7 @@ class Recommender:
         return [int(i) for i in items]
 
     @staticmethod
-    def check_bounds(
-        k: int, beam_width: int = DEFAULT_BEAM_WIDTH, shortlist: int = DEFAULT_SHORTLIST, exact: bool = False
-    ) -> None:
+    def check_bounds(k: int, params: SearchParams = SearchParams(), exact: bool = False) -> None:
         """k, beam width and shortlist inside their bounds (DataError naming the option otherwise).
 
         k is bounded by MAX_K for the beam search, by the exact search's own
@@ -268,8 +249,8 @@ class Recommender:
         max_k = MAX_EXACT_COMBINATIONS if exact else MAX_K
         for name, value, hi in (
             ("k", k, max_k),
-            ("beam width", beam_width, MAX_BEAM_WIDTH),
-            ("shortlist", shortlist, MAX_SHORTLIST),
+            ("beam width", params.beam_width, MAX_BEAM_WIDTH),
+            ("shortlist", params.shortlist, MAX_SHORTLIST),
         ):
             if not 1 <= int(value) <= hi:
                 raise DataError(f"{name} must be 1..{hi}, got {value}")
@@ -294,28 +275,16 @@ class Recommender:
         diverse: bool = False,
         templates: Sequence[int] | None = None,
         exact: bool = False,
-        beam_width: int = DEFAULT_BEAM_WIDTH,
-        shortlist: int = DEFAULT_SHORTLIST,
+        params: SearchParams = SearchParams(),
         stats: SearchStats | None = None,
     ) -> list[Recommendation]:
         """The user's k best new outfits (their training outfits excluded) over the templates (indices)."""
-        self.check_bounds(k, beam_width, shortlist, exact)
+        self.check_bounds(k, params, exact)
         user = self.check_user(user)
         chosen = self.check_templates(templates)
+        exclude = self._train_sets.get(user, set())
         with self._slots:
-            recs = search(
-                self.scorer,
-                self.index,
-                user,
-                chosen,
-                k,
-                exclude=self._train_sets.get(user, set()),
-                diverse=diverse,
-                exact=exact,
-                beam_width=beam_width,
-                shortlist=shortlist,
-                stats=stats,
-            )
+            recs = self.searcher.search(user, chosen, k, (), exclude, diverse, exact, stats, params)
         return self._renumber(recs, templates)
 
     def complete(
@@ -326,11 +295,10 @@ class Recommender:
         template: int | None = None,
         diverse: bool = False,
         exclude_history: bool = True,
-        beam_width: int = DEFAULT_BEAM_WIDTH,
-        shortlist: int = DEFAULT_SHORTLIST,
+        params: SearchParams = SearchParams(),
     ) -> list[Recommendation]:
         """The k best outfits containing the given items, missing slots filled (templates the items fit)."""
-        self.check_bounds(k, beam_width, shortlist)
+        self.check_bounds(k, params)
         user = self.check_user(user)
         items = self.check_items(items)
         if not items:
@@ -339,19 +307,9 @@ class Recommender:
             raise DataError(f"complete: an item is given twice in {items}")
         tids = None if template is None else [template]
         chosen = self.check_templates(tids)
+        exclude = self._train_sets.get(user, set()) if exclude_history else None
         with self._slots:
-            recs = search(
-                self.scorer,
-                self.index,
-                user,
-                chosen,
-                k,
-                fixed=items,
-                exclude=self._train_sets.get(user, set()) if exclude_history else None,
-                diverse=diverse,
-                beam_width=beam_width,
-                shortlist=shortlist,
-            )
+            recs = self.searcher.search(user, chosen, k, items, exclude, diverse, params=params)
         if not recs:
             names = [self.dataset.catalogue.category_names[self.dataset.catalogue.item_category[i]] for i in items]
             raise DataError(
@@ -378,7 +336,7 @@ class Recommender:
             rows[r, : len(items)] = items
         if len(rows) == 0:
             return np.zeros(0, np.float32)
-        return score_item_rows(self.scorer, self.index, user, rows)  # cheap: never queued behind searches
+        return self.searcher.score_rows(user, rows)  # cheap: never queued behind searches
 
     def history(self, user: int, split: str = "train") -> list[tuple[int, ...]]:
         """The user's outfits in a split (item ids), in dataset order."""
@@ -393,8 +351,6 @@ class Recommender:
 
     def item_png(self, item: int, scale: int = 1) -> bytes:
         """The item's catalogue image as PNG bytes (nearest-neighbour upscaled by `scale`)."""
-        from PIL import Image
-
         (item,) = self.check_items([item])
         image = np.asarray(self.dataset.catalogue.load_image(item))
         if image.dtype != np.uint8:

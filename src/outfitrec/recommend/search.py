@@ -25,8 +25,10 @@ embeddings computed once per checkpoint (see `SearchIndex`):
    items are kept from repeating across the k outfits (greedy, with a
    re-search that bans used items when the candidates run out).
 
-`search(..., exact=True)` enumerates everything (small catalogues only) and is the
-reference for recall in the benchmark and the tests.
+`Searcher(scorer, index, SearchParams()).search(user, templates, k)` answers a
+request; `SearchParams` holds the search's knobs and their defaults (the CLI's
+and the service's). `exact=True` enumerates everything (small catalogues only)
+and is the reference for recall in the benchmark and the tests.
 
 The search only needs the `OutfitScorer` protocol (two numpy functions), so
 the same code runs on the PyTorch model and on the ONNX export.
@@ -43,13 +45,27 @@ import numpy as np
 
 from outfitrec.data.outfits import PAD, DataError, Outfits
 
-DEFAULT_BEAM_WIDTH = 32
-DEFAULT_SHORTLIST = 40
-DEFAULT_REFINE_POOL = 64  # items per category tried in each slot swap of the refinement
-DEFAULT_REFINE_TOP = 10  # best outfits whose slots are swapped in each refinement round
-DEFAULT_REFINE_ROUNDS = 10  # an upper bound: rounds stop earlier once the best outfits are local optima
 SCORE_CHUNK = 8192  # outfits scored per call: bounds memory on large beams
 MAX_EXACT_COMBINATIONS = 20_000_000
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    """How widely the search looks; the defaults are what `outfitrec recommend` and the service use.
+
+    beam_width: partial outfits kept per slot; shortlist: items per slot the
+    beam extends with (the best by the one-item proxy); refine_pool: items per
+    category tried in each slot swap of the refinement; refine_top: best
+    outfits whose slots are swapped in each round (at least k); refine_rounds:
+    an upper bound on the rounds (they stop once the best outfits are local
+    optima; 0: no refinement).
+    """
+
+    beam_width: int = 32
+    shortlist: int = 40
+    refine_pool: int = 64
+    refine_top: int = 10
+    refine_rounds: int = 10
 
 
 class OutfitScorer(Protocol):
@@ -129,45 +145,6 @@ class SearchStats:
     scorer_calls: int = 0
 
 
-def score_item_rows(
-    scorer: OutfitScorer, index: SearchIndex, user: int, items: np.ndarray, stats: SearchStats | None = None
-) -> np.ndarray:
-    """Scores [B] of the user for outfits given as padded item-id rows [B, S] (PAD = -1 for an empty slot)."""
-    items = np.asarray(items, dtype=np.int64)
-    out = np.empty(len(items), dtype=np.float32)
-    for start in range(0, len(items), SCORE_CHUNK):
-        rows = items[start : start + SCORE_CHUNK]
-        mask = rows != PAD
-        emb = index.item_emb[np.where(mask, rows, 0)]
-        z = scorer.encode_outfits(emb, mask)
-        out[start : start + len(rows)] = scorer.score_embeddings(np.full(len(rows), user, dtype=np.int64), z)
-        if stats is not None:
-            stats.outfits_scored += len(rows)
-            stats.scorer_calls += 1
-    return out
-
-
-def _proxy_scores(
-    scorer: OutfitScorer,
-    index: SearchIndex,
-    user: int,
-    pool: np.ndarray,
-    fixed: Sequence[int],
-    width: int,
-    stats: SearchStats,
-) -> np.ndarray:
-    """Cheap per-item score for a slot: the item alone, or the item added to the given (fixed) items."""
-    if not fixed:
-        z = index.single_z[pool]
-        stats.outfits_scored += len(pool)
-        stats.scorer_calls += 1
-        return scorer.score_embeddings(np.full(len(pool), user, dtype=np.int64), z)
-    rows = np.full((len(pool), width), PAD, dtype=np.int64)
-    rows[:, : len(fixed)] = np.asarray(fixed, dtype=np.int64)
-    rows[:, len(fixed)] = pool
-    return score_item_rows(scorer, index, user, rows, stats)
-
-
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
     """Indices of the n largest scores, best first (stable for ties)."""
     n = min(n, len(scores))
@@ -202,205 +179,6 @@ def _dedupe_rows(rows: np.ndarray) -> np.ndarray:
     keep = np.zeros(len(rows), dtype=bool)
     keep[first] = True
     return rows[keep & ~repeated]
-
-
-def rank_items(
-    scorer: OutfitScorer,
-    index: SearchIndex,
-    user: int,
-    categories: Iterable[int],
-    fixed: Sequence[int] = (),
-    banned: Iterable[int] = (),
-    keep: int = DEFAULT_REFINE_POOL,
-    stats: SearchStats | None = None,
-) -> dict[int, np.ndarray]:
-    """Per category, its `keep` best items by the proxy score (alone, or added to the fixed items), best first.
-
-    Computed once per search and shared by every template and slot of that category.
-    """
-    stats = stats if stats is not None else SearchStats()
-    banned_arr = np.fromiter({int(b) for b in banned} | {int(f) for f in fixed}, dtype=np.int64)
-    ranked: dict[int, np.ndarray] = {}
-    for cat in sorted({int(c) for c in categories}):
-        pool = index.pool(cat)
-        if len(banned_arr):
-            pool = pool[~np.isin(pool, banned_arr)]
-        proxy = _proxy_scores(scorer, index, user, pool, list(fixed), len(fixed) + 1, stats)
-        ranked[cat] = pool[_top(proxy, keep)]
-    return ranked
-
-
-def beam_candidates(
-    scorer: OutfitScorer,
-    index: SearchIndex,
-    user: int,
-    template: Sequence[int],
-    ranked: dict[int, np.ndarray],
-    fixed: Sequence[int] = (),
-    beam_width: int = DEFAULT_BEAM_WIDTH,
-    shortlist: int = DEFAULT_SHORTLIST,
-    stats: SearchStats | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Full outfits of one template found by beam search over its free slots, with their scores.
-
-    ranked: per category, items best first (`rank_items`); each slot's
-    shortlist is the first `shortlist` of them. Partial outfits (the other
-    slots masked) are scored by the model and the best `beam_width` kept.
-    Returns (rows [N, len(template)] of item ids in slot order, scores [N]),
-    best first: every full outfit scored at the last slot, not only the beam.
-    `fixed` items occupy the first matching slots. Empty arrays when the fixed
-    items do not fit the template or a category has too few items.
-    """
-    stats = stats if stats is not None else SearchStats()
-    width = len(template)
-    empty = np.zeros((0, width), np.int64), np.zeros(0, np.float32)
-    fixed_slots = _assign_fixed(template, fixed, index.item_category)
-    if fixed_slots is None:
-        return empty
-    free_slots = [s for s in range(width) if s not in fixed_slots]
-    beam = np.full((1, width), PAD, dtype=np.int64)  # slot-ordered rows; the beam starts from the fixed items
-    for slot, item in zip(fixed_slots, fixed):
-        beam[0, slot] = item
-    if not free_slots:
-        return beam, score_item_rows(scorer, index, user, beam, stats)
-    scores = np.zeros(1, np.float32)
-    for step, slot in enumerate(free_slots):
-        cat = int(template[slot])
-        need = sum(1 for s in free_slots if template[s] == cat)  # a category filling n slots needs n items
-        if len(ranked.get(cat, ())) < need:
-            return empty
-        cand = ranked[cat][: max(shortlist, need)]
-        rows = np.repeat(beam, len(cand), axis=0)
-        rows[:, slot] = np.tile(cand, len(beam))
-        rows = _dedupe_rows(rows)
-        if len(rows) == 0:
-            return empty
-        scores = score_item_rows(scorer, index, user, rows, stats)
-        last = step == len(free_slots) - 1
-        order = _top(scores, len(scores) if last else beam_width)
-        beam, scores = rows[order], scores[order]
-    return beam, scores
-
-
-def refine(
-    scorer: OutfitScorer,
-    index: SearchIndex,
-    user: int,
-    templates: Sequence[Sequence[int]],
-    ranked: dict[int, np.ndarray],
-    rows: np.ndarray,
-    scores: np.ndarray,
-    tmpl: np.ndarray,
-    fixed: Sequence[int] = (),
-    top: int = DEFAULT_REFINE_TOP,
-    pool: int = DEFAULT_REFINE_POOL,
-    rounds: int = DEFAULT_REFINE_ROUNDS,
-    skip: set[frozenset[int]] | None = None,
-    stats: SearchStats | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Local search around the best outfits found: candidates plus every improving one-slot swap.
-
-    The one-item proxy ignores how items go together, so an item that only
-    shines next to others can miss a shortlist, and a partial outfit can
-    look worse than it ends up. Each round takes the `top` best outfits not
-    yet expanded (outfits in `skip`, e.g. the user's history, are passed over
-    as results but still expanded), swaps each free slot for each of the
-    `pool` best items of its category and scores the swaps; rounds stop when
-    the best outfits are all expanded (local optima) or after `rounds`.
-    An outfit one swap away from a better one of the same round is not a
-    seed: on flat score landscapes the best outfits are near-copies of one
-    another, and seeding them all only re-scores the same neighbourhood (on
-    a 4-slot template with a repeated category, the tiny test model's exact
-    top-10 recall was 0.79 with near-copies as seeds and 0.97 without, for
-    about 10% more scored outfits; benchmarks in the stabiliser's report).
-    Returns the enlarged (rows, scores, template of each row).
-    """
-    stats = stats if stats is not None else SearchStats()
-    fixed_set = {int(f) for f in fixed}
-    seen = {tuple(sorted(r)) for r in rows.tolist()}
-    expanded: set[tuple[int, ...]] = set()
-    found_rows, found_scores, found_tmpl = [rows], [scores], [tmpl]
-    for _ in range(rounds if top > 0 and pool > 0 else 0):
-        all_rows, all_scores, all_tmpl = (np.concatenate(x) for x in (found_rows, found_scores, found_tmpl))
-        order = np.lexsort((np.arange(len(all_scores)), -all_scores))
-        todo, counted = [], 0
-        heads: list[frozenset[int]] = []
-        for i in order:  # the `top` best (history outfits don't count toward `top`) not yet expanded
-            key = tuple(sorted(all_rows[i].tolist()))
-            items = frozenset(k for k in key if k != PAD)
-            if any(len(items) == len(h) and len(items - h) <= 1 for h in heads):
-                continue  # a one-swap neighbour of a better seed: it would mostly re-score that seed's swaps
-            heads.append(items)
-            if skip is None or items not in skip:
-                counted += 1
-            if key not in expanded:
-                expanded.add(key)
-                todo.append(i)
-            if counted >= top:
-                break
-        if not todo:
-            break  # the best outfits are all local optima: nothing new to try
-        swaps, swap_tmpl = [], []
-        for i in todo:
-            row, t = all_rows[i], int(all_tmpl[i])
-            free = [(s, int(c)) for s, c in enumerate(templates[t]) if int(row[s]) not in fixed_set]
-            for slot, cat in free:
-                cand = ranked.get(cat, np.zeros(0, np.int64))[:pool]
-                new = np.repeat(row[None], len(cand), axis=0)
-                new[:, slot] = cand
-                swaps.append(new)
-                swap_tmpl.append(np.full(len(cand), t, dtype=np.int64))
-        if not swaps:
-            break
-        new_rows, new_tmpl = np.concatenate(swaps), np.concatenate(swap_tmpl)
-        keys = [tuple(sorted(r)) for r in new_rows.tolist()]
-        fresh = np.zeros(len(keys), dtype=bool)
-        for j, key in enumerate(keys):  # new outfits only (also drops rows repeating an item)
-            if key not in seen and len({k for k in key if k != PAD}) == sum(k != PAD for k in key):
-                seen.add(key)
-                fresh[j] = True
-        if not fresh.any():
-            continue
-        found_rows.append(new_rows[fresh])
-        found_tmpl.append(new_tmpl[fresh])
-        found_scores.append(score_item_rows(scorer, index, user, new_rows[fresh], stats))
-    return np.concatenate(found_rows), np.concatenate(found_scores), np.concatenate(found_tmpl)
-
-
-def enumerate_candidates(
-    scorer: OutfitScorer,
-    index: SearchIndex,
-    user: int,
-    template: Sequence[int],
-    fixed: Sequence[int] = (),
-    max_combinations: int = MAX_EXACT_COMBINATIONS,
-    stats: SearchStats | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every outfit of the template (with the fixed items) scored: the exact reference. Best first."""
-    stats = stats if stats is not None else SearchStats()
-    width = len(template)
-    fixed_slots = _assign_fixed(template, fixed, index.item_category)
-    if fixed_slots is None:
-        return np.zeros((0, width), np.int64), np.zeros(0, np.float32)
-    free_slots = [s for s in range(width) if s not in fixed_slots]
-    pools = [index.pool(int(template[s])) for s in free_slots]
-    total = int(np.prod([len(p) for p in pools], dtype=np.float64)) if pools else 1
-    if total > max_combinations:
-        raise DataError(
-            f"exact search: {total} outfits for template {list(template)}, more than max_combinations="
-            f"{max_combinations}; use the beam search"
-        )
-    rows = np.full((total, width), PAD, dtype=np.int64)
-    for slot, item in zip(fixed_slots, fixed):
-        rows[:, slot] = item
-    if pools:
-        grids = np.meshgrid(*pools, indexing="ij")
-        for slot, grid in zip(free_slots, grids):
-            rows[:, slot] = grid.reshape(-1)
-    rows = _dedupe_rows(rows)
-    scores = score_item_rows(scorer, index, user, rows, stats)
-    order = _top(scores, len(scores))
-    return rows[order], scores[order]
 
 
 def select(
@@ -453,93 +231,309 @@ def _merge(parts: list[tuple[np.ndarray, np.ndarray, int]], width: int) -> tuple
     return np.concatenate(rows), np.concatenate(scores), np.concatenate(tmpl)
 
 
+class Searcher:
+    """A user's best outfits from the whole catalogue: a scorer, its index and the search parameters.
+
+    `search` answers one request; `query` gives the steps (shortlists, beam,
+    refinement, enumeration) for one user, for tests and benchmarks.
+    """
+
+    def __init__(self, scorer: OutfitScorer, index: SearchIndex, params: SearchParams = SearchParams()) -> None:
+        self.scorer = scorer
+        self.index = index
+        self.params = params
+
+    def query(
+        self, user: int, fixed: Sequence[int] = (), stats: SearchStats | None = None, params: SearchParams | None = None
+    ) -> Query:
+        """The search steps for one user (and the items every outfit must contain)."""
+        return Query(self, int(user), tuple(int(f) for f in fixed), stats or SearchStats(), params or self.params)
+
+    def score_rows(self, user: int, rows: np.ndarray, stats: SearchStats | None = None) -> np.ndarray:
+        """Scores [B] of the user for outfits given as padded item-id rows [B, S] (PAD = -1 for an empty slot)."""
+        return self.query(user, stats=stats).score_rows(rows)
+
+    def search(
+        self,
+        user: int,
+        templates: Sequence[Sequence[int]],
+        k: int = 10,
+        fixed: Sequence[int] = (),
+        exclude: set[frozenset[int]] | None = None,
+        diverse: bool = False,
+        exact: bool = False,
+        stats: SearchStats | None = None,
+        params: SearchParams | None = None,
+    ) -> list[Recommendation]:
+        """The user's k best outfits over the given templates (lists of category ids), best first.
+
+        fixed: items every outfit must contain (completing an outfit); templates the
+        fixed items do not fit are skipped. exclude: outfits (item sets) never
+        returned, e.g. the user's training outfits. diverse: no item (other than
+        the fixed ones) appears in two returned outfits. exact: enumerate every
+        outfit instead of the beam search (small catalogues only). params: this
+        request's SearchParams (default the searcher's). Raises DataError for
+        k < 1, no template, or (exact) an enumeration over MAX_EXACT_COMBINATIONS.
+        """
+        if k < 1:
+            raise DataError(f"search: k must be at least 1, got {k}")
+        if not templates:
+            raise DataError("search: no outfit template to fill")
+        q = self.query(user, fixed, stats, params)
+        exclude = exclude or set()
+        width = max(len(t) for t in templates)
+        fixed_set = set(q.fixed)
+        banned: set[int] = set()
+        chosen: list[Recommendation] = []
+        # a diverse search that runs out of candidates searches again without the items already used
+        for _ in range(k if diverse and not exact else 1):
+            if exact:
+                rows, scores, tmpl = _merge([(*q.enumerate_candidates(t), i) for i, t in enumerate(templates)], width)
+            else:
+                categories = {int(c) for t in templates for c in t}
+                keep = max(q.params.shortlist, q.params.refine_pool, max(len(t) for t in templates))
+                ranked = q.rank_items(categories, banned, keep)
+                parts = [(*q.beam_candidates(t, ranked), i) for i, t in enumerate(templates)]
+                rows, scores, tmpl = _merge(parts, width)
+                if len(rows):
+                    taken = exclude | {frozenset(r.items) for r in chosen}
+                    top = max(q.params.refine_top, k - len(chosen))
+                    rows, scores, tmpl = q.refine(templates, ranked, rows, scores, tmpl, top, taken)
+            if len(rows) == 0:
+                break
+            taken = exclude | {frozenset(r.items) for r in chosen}
+            used = {i for r in chosen for i in r.items} - fixed_set
+            chosen.extend(select(rows, scores, tmpl, k - len(chosen), taken, diverse, q.fixed, used))
+            if len(chosen) >= k or not diverse:
+                break
+            new_banned = banned | {i for r in chosen for i in r.items} - fixed_set
+            if new_banned == banned:
+                break
+            banned = new_banned
+        chosen.sort(key=lambda r: -r.score)
+        return chosen[:k]
+
+
+@dataclass
+class Query:
+    """One user's search: the searcher, the user, the fixed items, the work counters and the parameters."""
+
+    searcher: Searcher
+    user: int
+    fixed: tuple[int, ...]
+    stats: SearchStats
+    params: SearchParams
+
+    def score_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Scores [B] of the user for padded item-id rows [B, S], in chunks of SCORE_CHUNK."""
+        scorer, index = self.searcher.scorer, self.searcher.index
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty(len(rows), dtype=np.float32)
+        for start in range(0, len(rows), SCORE_CHUNK):
+            part = rows[start : start + SCORE_CHUNK]
+            mask = part != PAD
+            z = scorer.encode_outfits(index.item_emb[np.where(mask, part, 0)], mask)
+            out[start : start + len(part)] = scorer.score_embeddings(np.full(len(part), self.user, dtype=np.int64), z)
+            self.stats.outfits_scored += len(part)
+            self.stats.scorer_calls += 1
+        return out
+
+    def proxy_scores(self, pool: np.ndarray) -> np.ndarray:
+        """Cheap per-item score for a slot: the item alone, or the item added to the fixed items."""
+        if not self.fixed:
+            self.stats.outfits_scored += len(pool)
+            self.stats.scorer_calls += 1
+            users = np.full(len(pool), self.user, dtype=np.int64)
+            return self.searcher.scorer.score_embeddings(users, self.searcher.index.single_z[pool])
+        rows = np.full((len(pool), len(self.fixed) + 1), PAD, dtype=np.int64)
+        rows[:, : len(self.fixed)] = np.asarray(self.fixed, dtype=np.int64)
+        rows[:, len(self.fixed)] = pool
+        return self.score_rows(rows)
+
+    def rank_items(
+        self, categories: Iterable[int], banned: Iterable[int] = (), keep: int | None = None
+    ) -> dict[int, np.ndarray]:
+        """Per category, its `keep` (default refine_pool) best items by the proxy score, best first.
+
+        Computed once per search and shared by every template and slot of that category.
+        """
+        keep = self.params.refine_pool if keep is None else keep
+        banned_arr = np.fromiter({int(b) for b in banned} | set(self.fixed), dtype=np.int64)
+        ranked: dict[int, np.ndarray] = {}
+        for cat in sorted({int(c) for c in categories}):
+            pool = self.searcher.index.pool(cat)
+            if len(banned_arr):
+                pool = pool[~np.isin(pool, banned_arr)]
+            ranked[cat] = pool[_top(self.proxy_scores(pool), keep)]
+        return ranked
+
+    def beam_candidates(self, template: Sequence[int], ranked: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Full outfits of one template found by beam search over its free slots, with their scores.
+
+        ranked: per category, items best first (`rank_items`); each slot's
+        shortlist is the first `shortlist` of them. Partial outfits (the other
+        slots masked) are scored by the model and the best `beam_width` kept.
+        Returns (rows [N, len(template)] of item ids in slot order, scores [N]),
+        best first: every full outfit scored at the last slot, not only the beam.
+        The fixed items occupy the first matching slots. Empty arrays when the fixed
+        items do not fit the template or a category has too few items.
+        """
+        width = len(template)
+        empty = np.zeros((0, width), np.int64), np.zeros(0, np.float32)
+        fixed_slots = _assign_fixed(template, self.fixed, self.searcher.index.item_category)
+        if fixed_slots is None:
+            return empty
+        free_slots = [s for s in range(width) if s not in fixed_slots]
+        beam = np.full((1, width), PAD, dtype=np.int64)  # slot-ordered rows; the beam starts from the fixed items
+        for slot, item in zip(fixed_slots, self.fixed):
+            beam[0, slot] = item
+        if not free_slots:
+            return beam, self.score_rows(beam)
+        scores = np.zeros(1, np.float32)
+        for step, slot in enumerate(free_slots):
+            cat = int(template[slot])
+            need = sum(1 for s in free_slots if template[s] == cat)  # a category filling n slots needs n items
+            if len(ranked.get(cat, ())) < need:
+                return empty
+            cand = ranked[cat][: max(self.params.shortlist, need)]
+            rows = np.repeat(beam, len(cand), axis=0)
+            rows[:, slot] = np.tile(cand, len(beam))
+            rows = _dedupe_rows(rows)
+            if len(rows) == 0:
+                return empty
+            scores = self.score_rows(rows)
+            last = step == len(free_slots) - 1
+            order = _top(scores, len(scores) if last else self.params.beam_width)
+            beam, scores = rows[order], scores[order]
+        return beam, scores
+
+    def refine(
+        self,
+        templates: Sequence[Sequence[int]],
+        ranked: dict[int, np.ndarray],
+        rows: np.ndarray,
+        scores: np.ndarray,
+        tmpl: np.ndarray,
+        top: int | None = None,
+        skip: set[frozenset[int]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Local search around the best outfits found: candidates plus every improving one-slot swap.
+
+        The one-item proxy ignores how items go together, so an item that only
+        shines next to others can miss a shortlist, and a partial outfit can
+        look worse than it ends up. Each round takes the `top` (default
+        refine_top) best outfits not yet expanded (outfits in `skip`, e.g. the
+        user's history, are passed over as results but still expanded), swaps
+        each free slot for each of the `refine_pool` best items of its category
+        and scores the swaps; rounds stop when the best outfits are all expanded
+        (local optima) or after `refine_rounds`.
+        An outfit one swap away from a better one of the same round is not a
+        seed: on flat score landscapes the best outfits are near-copies of one
+        another, and seeding them all only re-scores the same neighbourhood (on
+        a 4-slot template with a repeated category, the tiny test model's exact
+        top-10 recall was 0.79 with near-copies as seeds and 0.97 without, for
+        about 10% more scored outfits; benchmarks in the stabiliser's report).
+        Returns the enlarged (rows, scores, template of each row).
+        """
+        top = self.params.refine_top if top is None else top
+        pool = self.params.refine_pool
+        fixed_set = set(self.fixed)
+        seen = {tuple(sorted(r)) for r in rows.tolist()}
+        expanded: set[tuple[int, ...]] = set()
+        found_rows, found_scores, found_tmpl = [rows], [scores], [tmpl]
+        for _ in range(self.params.refine_rounds if top > 0 and pool > 0 else 0):
+            all_rows, all_scores, all_tmpl = (np.concatenate(x) for x in (found_rows, found_scores, found_tmpl))
+            order = np.lexsort((np.arange(len(all_scores)), -all_scores))
+            todo, counted = [], 0
+            heads: list[frozenset[int]] = []
+            for i in order:  # the `top` best (history outfits don't count toward `top`) not yet expanded
+                key = tuple(sorted(all_rows[i].tolist()))
+                items = frozenset(k for k in key if k != PAD)
+                if any(len(items) == len(h) and len(items - h) <= 1 for h in heads):
+                    continue  # a one-swap neighbour of a better seed: it would mostly re-score that seed's swaps
+                heads.append(items)
+                if skip is None or items not in skip:
+                    counted += 1
+                if key not in expanded:
+                    expanded.add(key)
+                    todo.append(i)
+                if counted >= top:
+                    break
+            if not todo:
+                break  # the best outfits are all local optima: nothing new to try
+            swaps, swap_tmpl = [], []
+            for i in todo:
+                row, t = all_rows[i], int(all_tmpl[i])
+                free = [(s, int(c)) for s, c in enumerate(templates[t]) if int(row[s]) not in fixed_set]
+                for slot, cat in free:
+                    cand = ranked.get(cat, np.zeros(0, np.int64))[:pool]
+                    new = np.repeat(row[None], len(cand), axis=0)
+                    new[:, slot] = cand
+                    swaps.append(new)
+                    swap_tmpl.append(np.full(len(cand), t, dtype=np.int64))
+            if not swaps:
+                break
+            new_rows, new_tmpl = np.concatenate(swaps), np.concatenate(swap_tmpl)
+            keys = [tuple(sorted(r)) for r in new_rows.tolist()]
+            fresh = np.zeros(len(keys), dtype=bool)
+            for j, key in enumerate(keys):  # new outfits only (also drops rows repeating an item)
+                if key not in seen and len({k for k in key if k != PAD}) == sum(k != PAD for k in key):
+                    seen.add(key)
+                    fresh[j] = True
+            if not fresh.any():
+                continue
+            found_rows.append(new_rows[fresh])
+            found_tmpl.append(new_tmpl[fresh])
+            found_scores.append(self.score_rows(new_rows[fresh]))
+        return np.concatenate(found_rows), np.concatenate(found_scores), np.concatenate(found_tmpl)
+
+    def enumerate_candidates(
+        self, template: Sequence[int], max_combinations: int = MAX_EXACT_COMBINATIONS
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every outfit of the template (with the fixed items) scored: the exact reference. Best first."""
+        index = self.searcher.index
+        width = len(template)
+        fixed_slots = _assign_fixed(template, self.fixed, index.item_category)
+        if fixed_slots is None:
+            return np.zeros((0, width), np.int64), np.zeros(0, np.float32)
+        free_slots = [s for s in range(width) if s not in fixed_slots]
+        pools = [index.pool(int(template[s])) for s in free_slots]
+        total = int(np.prod([len(p) for p in pools], dtype=np.float64)) if pools else 1
+        if total > max_combinations:
+            raise DataError(
+                f"exact search: {total} outfits for template {list(template)}, more than max_combinations="
+                f"{max_combinations}; use the beam search"
+            )
+        rows = np.full((total, width), PAD, dtype=np.int64)
+        for slot, item in zip(fixed_slots, self.fixed):
+            rows[:, slot] = item
+        if pools:
+            grids = np.meshgrid(*pools, indexing="ij")
+            for slot, grid in zip(free_slots, grids):
+                rows[:, slot] = grid.reshape(-1)
+        rows = _dedupe_rows(rows)
+        scores = self.score_rows(rows)
+        order = _top(scores, len(scores))
+        return rows[order], scores[order]
+
+
 def search(
     scorer: OutfitScorer,
     index: SearchIndex,
     user: int,
     templates: Sequence[Sequence[int]],
     k: int = 10,
+    *,
     fixed: Sequence[int] = (),
     exclude: set[frozenset[int]] | None = None,
     diverse: bool = False,
     exact: bool = False,
-    beam_width: int = DEFAULT_BEAM_WIDTH,
-    shortlist: int = DEFAULT_SHORTLIST,
     stats: SearchStats | None = None,
-    refine_pool: int = DEFAULT_REFINE_POOL,
-    refine_top: int = DEFAULT_REFINE_TOP,
-    refine_rounds: int = DEFAULT_REFINE_ROUNDS,
+    **params: int,
 ) -> list[Recommendation]:
-    """The user's k best outfits over the given templates (lists of category ids).
-
-    fixed: items every outfit must contain (completing an outfit); templates the
-    fixed items do not fit are skipped. exclude: outfits (item sets) never
-    returned, e.g. the user's training outfits. diverse: no item (other than
-    the fixed ones) appears in two returned outfits. exact: enumerate every
-    outfit instead of the beam search (small catalogues only). beam_width and
-    shortlist: see `beam_candidates`; refine_*: see `refine` (refine_top is at
-    least k).
-    """
-    if k < 1:
-        raise DataError(f"search: k must be at least 1, got {k}")
-    if not templates:
-        raise DataError("search: no outfit template to fill")
-    stats = stats if stats is not None else SearchStats()
-    exclude = exclude or set()
-    width = max(len(t) for t in templates)
-    fixed_set = {int(f) for f in fixed}
-    banned: set[int] = set()
-    chosen: list[Recommendation] = []
-    # a diverse search that runs out of candidates searches again without the items already used
-    for _ in range(k if diverse and not exact else 1):
-        parts = []
-        if exact:
-            for t, template in enumerate(templates):
-                rows, scores = enumerate_candidates(scorer, index, user, template, fixed, stats=stats)
-                parts.append((rows, scores, t))
-            rows, scores, tmpl = _merge(parts, width)
-        else:
-            categories = {int(c) for t in templates for c in t}
-            keep = max(shortlist, refine_pool, max(len(t) for t in templates))
-            ranked = rank_items(scorer, index, user, categories, fixed, banned, keep, stats)
-            for t, template in enumerate(templates):
-                rows, scores = beam_candidates(
-                    scorer, index, user, template, ranked, fixed, beam_width, shortlist, stats
-                )
-                parts.append((rows, scores, t))
-            rows, scores, tmpl = _merge(parts, width)
-            if len(rows):
-                taken = exclude | {frozenset(r.items) for r in chosen}
-                rows, scores, tmpl = refine(
-                    scorer,
-                    index,
-                    user,
-                    templates,
-                    ranked,
-                    rows,
-                    scores,
-                    tmpl,
-                    fixed,
-                    max(refine_top, k - len(chosen)),
-                    refine_pool,
-                    refine_rounds,
-                    taken,
-                    stats,
-                )
-        if len(rows) == 0:
-            break
-        taken = exclude | {frozenset(r.items) for r in chosen}
-        used = {i for r in chosen for i in r.items} - fixed_set
-        more = select(rows, scores, tmpl, k - len(chosen), taken, diverse, fixed, used)
-        chosen.extend(more)
-        if len(chosen) >= k or not diverse:
-            break
-        new_banned = banned | {i for r in chosen for i in r.items} - fixed_set
-        if new_banned == banned:
-            break
-        banned = new_banned
-    chosen.sort(key=lambda r: -r.score)
-    return chosen[:k]
+    """`Searcher(scorer, index, SearchParams(**params)).search(...)` in one call (see `Searcher.search`)."""
+    searcher = Searcher(scorer, index, SearchParams(**params))
+    return searcher.search(user, templates, k, fixed, exclude, diverse, exact, stats)
 
 
 def templates_from_dataset(

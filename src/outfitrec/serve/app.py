@@ -3,8 +3,9 @@
 `create_app(recommender)` builds the FastAPI app around a loaded
 `outfitrec.recommend.engine.Recommender`; `outfitrec serve RUN` runs it with
 uvicorn on loopback. Endpoints are plain `def` functions (FastAPI runs them
-in its thread pool) and the engine serialises inference with one lock, so
-concurrent requests are safe. Unknown users and items (and an item without an
+in its thread pool); the engine admits at most four searches at a time (a
+semaphore) and its state is read-only once loaded, so concurrent requests are
+safe. Unknown users and items (and an item without an
 image) answer 404, requests outside their bounds 422, each with a one-line
 message in `detail` (422 from the request schema: FastAPI's list of
 validation errors). Request bodies are strict: a user id is a JSON integer
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from outfitrec import __version__
 from outfitrec.data.outfits import DataError
 from outfitrec.recommend.engine import NotFound, Recommender
-from outfitrec.recommend.search import Recommendation
+from outfitrec.recommend.search import Recommendation, SearchParams
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_K = 50
@@ -104,8 +106,12 @@ class RecommendRequest(_Strict):
         max_length=MAX_TEMPLATES,
         description="template indices to fill (default: all, see /api/info)",
     )
-    beam_width: StrictInt = Field(32, ge=1, le=MAX_BEAM, description="partial outfits kept per slot")
-    shortlist: StrictInt = Field(40, ge=1, le=MAX_SHORTLIST, description="items per slot considered")
+    beam_width: StrictInt = Field(
+        SearchParams.beam_width, ge=1, le=MAX_BEAM, description="partial outfits kept per slot"
+    )
+    shortlist: StrictInt = Field(
+        SearchParams.shortlist, ge=1, le=MAX_SHORTLIST, description="items per slot considered"
+    )
 
 
 class CompleteRequest(_Strict):
@@ -243,20 +249,15 @@ def create_app(recommender: Recommender) -> FastAPI:
 
     @app.post("/api/recommend", response_model=OutfitList, summary="The user's top-k new outfits", responses=ERRORS)
     def recommend(req: RecommendRequest) -> OutfitList:
-        import time
-
         start = time.perf_counter()
-        recs = rec.recommend(
-            req.user, req.k, req.diverse, req.templates, beam_width=req.beam_width, shortlist=req.shortlist
-        )
+        params = SearchParams(beam_width=req.beam_width, shortlist=req.shortlist)
+        recs = rec.recommend(req.user, req.k, req.diverse, req.templates, params=params)
         return OutfitList(user=req.user, outfits=[outfit(r) for r in recs], seconds=time.perf_counter() - start)
 
     @app.post(
         "/api/complete", response_model=OutfitList, summary="Fill the missing slots of an outfit", responses=ERRORS
     )
     def complete(req: CompleteRequest) -> OutfitList:
-        import time
-
         start = time.perf_counter()
         recs = rec.complete(req.user, req.items, req.k, req.template, req.diverse)
         return OutfitList(user=req.user, outfits=[outfit(r) for r in recs], seconds=time.perf_counter() - start)
@@ -312,8 +313,3 @@ def create_app(recommender: Recommender) -> FastAPI:
         return Response(content=data, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
     return app
-
-
-def create_app_from_run(run_dir: str | Path, backend: str = "torch") -> FastAPI:
-    """Load a run directory (best checkpoint + the dataset of its config.yaml) and build the app."""
-    return create_app(Recommender.from_run(run_dir, backend=backend))  # type: ignore[arg-type]

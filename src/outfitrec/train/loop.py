@@ -39,13 +39,9 @@ from outfitrec import losses
 from outfitrec.data.augment import CategoryPools, erase_one, replace_one
 from outfitrec.data.negatives import candidates_path
 from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
-from outfitrec.evaluate.protocol import (
-    CachedScorer,
-    evaluate_model,
-    evaluate_split,
-    load_dataset,
-    load_run_model,
-)
+from outfitrec.data.prepare import load_dataset
+from outfitrec.evaluate.protocol import CachedScorer, evaluate_model, evaluate_split
+from outfitrec.models.checkpoint import load_run
 from outfitrec.train.batches import Batch, EpochSampler, torch_seed
 from outfitrec.train.config import RunConfig
 from outfitrec.train.distributed import DistContext
@@ -185,7 +181,7 @@ def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunC
         teacher = Teacher(torch.zeros(0), score_fn=fn, offset=offset, scale=scale)
         pos_scores = torch.as_tensor((raw - offset) / scale, dtype=torch.float32)
     else:
-        model = load_run_model(path, dataset, str(device), role="teacher")
+        model = load_run(path, dataset=dataset, device=device, role="teacher").model
         for p in model.parameters():
             p.requires_grad_(False)
         scorer = CachedScorer(model, train.items[train.mask], config.runtime.eval_batch_size)
@@ -500,7 +496,7 @@ class Trainer:
         """Valid + test metrics of the best checkpoint (reloaded from model/), popularity baseline beside."""
         if not (self.run.model_dir / "model.json").is_file():
             raise DataError(f"{self.run.model_dir}: no best checkpoint was saved (validation AUC never finite?)")
-        model = load_run_model(self.run.model_dir, self.dataset, str(self.device))
+        model = load_run(self.run.model_dir, dataset=self.dataset, device=self.device).model
         out: dict = {"best_epoch": self.best_epoch, "epochs": self.epoch, "name": self.config.name}
         popularity = {}
         for split in ("valid", "test"):
