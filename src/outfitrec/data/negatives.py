@@ -215,9 +215,6 @@ class Candidates:
                     raise DataError(f"{path}: {p} row {int(bad[0])}: item id outside 0..{n_items - 1}")
         return cls(parts["pos"], parts["neg"], k, header.get("meta", {}))
 
-    def users_and_flat(self) -> tuple[Outfits, Outfits]:
-        return self.positives, self.negatives
-
 
 def make_candidates(
     positives: Outfits,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from outfitrec.data.outfits import Catalogue, DataError
+from outfitrec.models.features import compute_features, efficientnet_parameter_count, writable_array
 
 FMNIST_SIDE = 28  # grey items of this size are used as they are
 PHOTO_SIDE = 56  # any other image is resized to this side at bind time (CPU-affordable; 2 x 28)
@@ -176,12 +177,6 @@ class ConvBackbone(nn.Module):
         return torch.relu(self.norm(self.fc(x.flatten(1))))
 
 
-def writable_array(array: np.ndarray) -> np.ndarray:
-    """A contiguous, writable array (torch.from_numpy warns on read-only ones, e.g. from Pillow)."""
-    array = np.ascontiguousarray(array)
-    return array if array.flags.writeable else array.copy()
-
-
 def images_to_tensor(images: np.ndarray, source: str = "catalogue") -> Tensor:
     """uint8 [n, H, W] or [n, H, W, 3] -> uint8 [n, C, side, side]: 28x28 grey kept, others resized to PHOTO_SIDE."""
     images = np.asarray(images)
@@ -301,8 +296,6 @@ class FeatureEncoder(ItemEncoder):
         elif catalogue.features is not None:
             feats, source = np.asarray(catalogue.features), "catalogue features"
         elif self.pretrained:
-            from outfitrec.models.features import compute_features
-
             feats, source = compute_features(catalogue), "EfficientNet-Lite2 on the catalogue images"
         else:
             raise DataError("model config: encoder 'features' needs features_path or a catalogue with features")
@@ -322,8 +315,6 @@ class FeatureEncoder(ItemEncoder):
         """The frozen EfficientNet-Lite2 (outside the model, its features cached) for 'pretrained'; else 0."""
         if not self.pretrained:
             return 0
-        from outfitrec.models.features import efficientnet_parameter_count
-
         return efficientnet_parameter_count()
 
 

@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from outfitrec.data.io import atomic_file
 from outfitrec.data.outfits import Catalogue, DataError, OutfitDataset, dataset_fingerprint, write_text_atomic
-from outfitrec.models.encoders import writable_array
 
 BACKBONE = "efficientnet-lite2"
 INPUT_SIDE = 260  # EfficientNet-Lite2's resolution (its convolutions pad for this size)
@@ -35,6 +34,12 @@ FEATURE_DIM = 1280
 FEATURES_FILE = "features.npy"
 INFO_FILE = "features.json"
 CHUNKS_DIR = "chunks"
+
+
+def writable_array(array: np.ndarray) -> np.ndarray:
+    """A contiguous, writable array (torch.from_numpy warns on read-only ones, e.g. from Pillow)."""
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
 
 
 def weights_path() -> Path:

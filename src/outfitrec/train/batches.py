@@ -169,12 +169,4 @@ def _grid(outfits: Outfits, b: int, c: int, width: int) -> tuple[np.ndarray, np.
     return o.items.reshape(shape), o.categories.reshape(shape), o.mask.reshape(shape)
 
 
-def flatten_candidates(items: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[B, C, S] -> [B*C, S] with PAD slots set to item 0 (masked anyway), ready for an embedding lookup."""
-    b, c, s = items.shape
-    flat = items.reshape(b * c, s)
-    m = mask.reshape(b * c, s)
-    return np.where(m, flat, 0), m
-
-
-__all__ = ["Batch", "EpochSampler", "epoch_rng", "torch_seed", "flatten_candidates", "PAD"]
+__all__ = ["Batch", "EpochSampler", "epoch_rng", "torch_seed", "PAD"]

@@ -207,10 +207,6 @@ class DistContext:
         dist.all_reduce(work, op=dist.ReduceOp.SUM)
         return work.to(tensor.device)
 
-    def all_reduce_mean(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Mean of `tensor` over ranks."""
-        return self.all_reduce_sum(tensor) / self.world_size
-
     def broadcast_object(self, obj: T) -> T:
         """Rank 0's `obj` on every rank (pickled in memory; only between the job's processes)."""
         if not self.distributed:
