@@ -30,7 +30,7 @@ import torch
 
 from outfitrec.data.outfits import Catalogue
 from outfitrec.recommend.engine import Recommender, TorchScorer, _encode_catalogue
-from outfitrec.recommend.search import SearchIndex, SearchStats, search
+from outfitrec.recommend.search import Searcher, SearchIndex, SearchStats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +62,9 @@ def bench_enumerable(rec: Recommender, sizes: list[int], users: list[int], seed:
         for user in users:
             exclude = rec.training_outfits(user)
             se, sb = SearchStats(), SearchStats()
-            exact, te = timed(search, rec.scorer, index, user, templates, 10, exclude=exclude, exact=True, stats=se)
-            beam, tb = timed(search, rec.scorer, index, user, templates, 10, exclude=exclude, stats=sb)
+            searcher = Searcher(rec.scorer, index)
+            exact, te = timed(searcher.search, user, templates, 10, exclude=exclude, exact=True, stats=se)
+            beam, tb = timed(searcher.search, user, templates, 10, exclude=exclude, stats=sb)
             recalls.append(len({r.items for r in exact} & {r.items for r in beam}) / len(exact))
             gaps.append(exact[0].score - beam[0].score)
             t_exact.append(te)
@@ -136,8 +137,9 @@ def bench_tiled(rec: Recommender, factors: list[int], users: list[int]) -> list[
         emb = _encode_catalogue(scorer, big.n_items, f"item embeddings x{factor}")
         index = SearchIndex.build(scorer, emb, big.item_category)
         build = time.perf_counter() - start
-        search(scorer, index, users[0], rec.templates, 10)  # warm-up
-        times = [timed(search, scorer, index, u, rec.templates, 10)[1] for u in users]
+        searcher = Searcher(scorer, index)
+        searcher.search(users[0], rec.templates, 10)  # warm-up
+        times = [timed(searcher.search, u, rec.templates, 10)[1] for u in users]
         rows.append(
             {
                 "items": big.n_items,

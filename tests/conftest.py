@@ -7,10 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from outfitrec.data.negatives import Candidates, candidates_path, write_candidate_files
+from outfitrec.data.negatives import Candidates, candidates_path, category_pools, random_mix, write_candidate_files
+from outfitrec.data.outfits import OutfitDataset
 from outfitrec.data.prepare import load_dataset
 from outfitrec.data.synthetic import make_synthetic
+from outfitrec.losses import softmax_loss
+from outfitrec.models.checkpoint import save_model
+from outfitrec.models.outfit_model import ModelConfig, OutfitModel
 from outfitrec.train.config import config_from_dict
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -62,3 +67,38 @@ def load_prepared(path):
         if candidates_path(folder, split).exists()
     }
     return dataset, candidates
+
+
+TINY_CONFIG = ModelConfig(encoder="cnn", size="student", dim=32, heads=4, n_anchors=8, dropout=0.0)
+
+
+def make_tiny_model(dataset: OutfitDataset, steps: int = 40, seed: int = 0) -> OutfitModel:
+    """A real student-size OutfitModel trained for a few steps (softmax over 1 positive + 5 random mixes)."""
+    torch.manual_seed(seed)
+    cat = dataset.catalogue
+    model = OutfitModel(TINY_CONFIG, dataset.n_users, cat.n_items, cat.n_categories)
+    model.bind_catalogue(cat)
+    train = dataset.split("train")
+    pools = category_pools(train.items, cat.item_category)
+    rng = np.random.default_rng(seed)
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    k = 5
+    for _ in range(steps):
+        batch = train.subset(rng.choice(len(train), size=16, replace=False))
+        neg = random_mix(batch, pools, k, rng)
+        items = np.concatenate([batch.items[:, None], neg.items.reshape(len(batch), k, -1)], axis=1)
+        mask = np.concatenate([batch.mask[:, None], neg.mask.reshape(len(batch), k, -1)], axis=1)
+        scores = model(torch.from_numpy(batch.users)[:, None], torch.from_numpy(items), torch.from_numpy(mask))
+        loss = softmax_loss(scores) + 1e-2 * model.regularizer()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    return model.eval()
+
+
+def make_tiny_run(dataset: OutfitDataset, data_dir: Path, run_dir: Path, steps: int = 15) -> Path:
+    """A run directory as train/ writes it, as far as the recommender reads it: model/ + config.yaml."""
+    model = make_tiny_model(dataset, steps)
+    save_model(model, run_dir / "model", {"role": "test"})
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(data_dir)}}))
+    return run_dir

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_recommend_engine import make_tiny_run
+from conftest import make_tiny_run
 
 from outfitrec.recommend.engine import Recommender
 from outfitrec.serve.app import create_app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from outfitrec.train.config import (
     ConfigError,
@@ -20,12 +21,17 @@ def _write(tmp_path, text: str):
     return path
 
 
-def test_every_shipped_preset_validates():
+def test_every_shipped_preset_round_trips_and_names_its_role():
+    """Each preset loads, survives its own YAML dump unchanged, and is what its name says (role, distillation)."""
     names = list_presets()
     assert {"fmnist_teacher", "fmnist_student", "tiny_teacher", "tiny_student"} <= set(names)
     for name in names:
         cfg = load_config(name)
-        assert isinstance(cfg, RunConfig)
+        again = config_from_dict(yaml.safe_load(cfg.to_yaml()), source=name)
+        assert again == cfg, name
+        assert cfg.role == ("teacher" if name.endswith("_teacher") else "student"), name
+        distilled = name.endswith("_distilled")
+        assert (cfg.loss.teacher is not None) == distilled and (cfg.loss.kind != "softmax") == distilled, name
 
 
 def test_every_field_is_documented():

@@ -217,6 +217,7 @@ def _kill_at_random_points(cmd: list[str], out: Path, check, seeds: list[int], f
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_prepare_overwrite_killed_at_random_points_leaves_old_new_or_nothing(tmp_path):
     src = _grid(tmp_path / "src", per_category=12, users=4)
     out = tmp_path / "prepared"
@@ -226,6 +227,7 @@ def test_prepare_overwrite_killed_at_random_points_leaves_old_new_or_nothing(tmp
     _kill_at_random_points(cmd, out, _check_prepared_whole, [0, 1], fractions)
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_make_fmnist_killed_at_random_points_leaves_old_new_or_nothing(tmp_path):
     out = tmp_path / "fm"

@@ -125,6 +125,7 @@ def single_run(tiny_data_dir, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_ddp_training_matches_single_process(single_run, tiny_data_dir, tmp_path):
     run = tmp_path / "dist"
     overrides = [f"data.path={tiny_data_dir}", *EXACT]
@@ -147,6 +148,7 @@ def test_ddp_training_matches_single_process(single_run, tiny_data_dir, tmp_path
     assert len(list((run / "last").glob("state-*.safetensors"))) == 1
 
 
+@pytest.mark.slow
 def test_resume_on_two_ranks_after_a_single_process_crash(single_run, tiny_data_dir, tmp_path, monkeypatch):
     cfg = load_config("tiny_teacher", [f"data.path={tiny_data_dir}", *EXACT])
     run = tmp_path / "crashed"
@@ -173,6 +175,7 @@ def test_resume_on_two_ranks_after_a_single_process_crash(single_run, tiny_data_
     assert m2["test"]["auc"] == pytest.approx(m1["test"]["auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_distillation_with_contrastive_head_under_ddp(single_run, tiny_data_dir, tmp_path):
     """Student + frozen teacher + projection head: DDP's graph handling (extra modules, frozen teacher)."""
     overrides = [
@@ -197,6 +200,7 @@ def test_distillation_with_contrastive_head_under_ddp(single_run, tiny_data_dir,
     assert (run / "model" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_sharded_feature_extraction_equals_single_process(tmp_path):
     """`outfitrec features` under torchrun, resuming a crashed run: the merged matrix is bit-identical."""
     from outfitrec.models.features import CHUNKS_DIR, FEATURES_FILE, extract_features, load_efficientnet_lite2

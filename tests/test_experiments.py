@@ -34,6 +34,7 @@ def lab_results(tiny_data_dir, tmp_path_factory):
     return lab, variants, lab.run_all(variants, [0, 1])
 
 
+@pytest.mark.slow
 def test_runs_write_tables_and_plot(lab_results, tmp_path):
     lab, variants, results = lab_results
     assert [(r.variant.name, r.seed) for r in results] == [
@@ -63,6 +64,7 @@ def test_runs_write_tables_and_plot(lab_results, tmp_path):
     assert summary["fnd"]["fn_flagged_share"] != "" and summary["student"]["fn_flagged_share"] == ""
 
 
+@pytest.mark.slow
 def test_same_config_reuses_the_run(lab_results):
     lab, variants, results = lab_results
     again = lab.run_variant(variants[1], 0)
@@ -99,6 +101,7 @@ def test_pca_2d_recovers_the_main_axis():
     assert pca_2d(np.ones((3, 1))).shape == (3, 2)
 
 
+@pytest.mark.slow
 def test_qualitative_and_cost(lab_results, tmp_path):
     lab, _, _ = lab_results
     paths = run_experiment("qualitative", lab.data, seeds=1, out=tmp_path / "q", scale="smoke", runs=lab.runs_root)
@@ -141,6 +144,7 @@ def test_full_scale_trains_what_the_presets_train(kind, presets):
         assert (got.loss.kind, got.loss.temperature) == (expected.loss.kind, expected.loss.temperature)
 
 
+@pytest.mark.slow
 def test_cold_experiment_evaluates_cold_users_only(tiny_data_dir, tmp_path):
     """The cold study: half the users cold among warm ones; its metrics count the cold users only."""
     paths = run_experiment("cold", tiny_data_dir, seeds=1, out=tmp_path / "cold", scale="smoke", runs=tmp_path / "runs")
@@ -168,6 +172,7 @@ def test_backbone_study_adds_the_tiny_id_student_on_id_data_only(tiny_data_dir, 
         Lab(tiny_data_dir, tmp_path / "runs", "smoke").config("student", ids["student-tiny"].overrides, 0, "x")
 
 
+@pytest.mark.slow
 def test_a_variant_can_name_its_own_teacher(lab_results):
     lab, _, _ = lab_results
     teachers = {v.name: v for v in definitions.teachers_variants("smoke")}

@@ -118,6 +118,7 @@ def test_tie_aware_ndcg_is_the_expectation_over_all_orders(pos, neg):
 small_scores = st.lists(st.integers(-2, 2).map(float), min_size=1, max_size=4)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(pos=small_scores, neg=small_scores)
 def test_brute_force_on_random_small_cases(pos, neg):

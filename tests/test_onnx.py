@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_recommend_engine import make_tiny_run
+from conftest import make_tiny_run
 
 from outfitrec.data.outfits import DataError
 from outfitrec.recommend.engine import Recommender, checkpoint_hash

@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
-from test_recommend_engine import make_tiny_model
+from conftest import make_tiny_model
 
 from outfitrec.cli import app
 from outfitrec.data.outfits import PAD, DataError, Outfits
@@ -17,12 +17,16 @@ from outfitrec.recommend.search import (
     SearchIndex,
     SearchParams,
     SearchStats,
-    search,
     templates_from_dataset,
 )
 from outfitrec.serve.app import RecommendRequest
 
 TEMPLATE = [0, 1, 2]  # top, bottom, shoes
+
+
+def search(scorer, index, user, templates, k=10, stats=None, exclude=None, diverse=False, exact=False, fixed=(), **kw):
+    """One search with SearchParams(**kw) (beam_width, shortlist, refine_*)."""
+    return Searcher(scorer, index, SearchParams(**kw)).search(user, templates, k, fixed, exclude, diverse, exact, stats)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 
-from test_train_loop import tiny_config
+import pytest
+from conftest import tiny_config
 
+from outfitrec.train.config import ConfigError
 from outfitrec.train.loop import train
 
 EPOCHS = 8
@@ -22,6 +24,7 @@ SETTINGS = {
 }
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_uninterrupted_metrics(tiny_data_dir, tmp_path):
     config = tiny_config(tiny_data_dir, **SETTINGS)
     config_file = tmp_path / "run.yaml"
@@ -58,10 +61,6 @@ def test_sigkill_then_resume_gives_the_uninterrupted_metrics(tiny_data_dir, tmp_
 
 
 def test_resume_refuses_another_config(tiny_data_dir, tmp_path):
-    import pytest
-
-    from outfitrec.train.config import ConfigError
-
     config = tiny_config(tiny_data_dir, optim={"epochs": 1})
     train(config, tmp_path / "run")
     other = tiny_config(tiny_data_dir, optim={"epochs": 1, "lr": 0.01})

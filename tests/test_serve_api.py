@@ -6,8 +6,8 @@ import asyncio
 
 import httpx
 import pytest
+from conftest import make_tiny_run
 from fastapi.testclient import TestClient
-from test_recommend_engine import make_tiny_run
 
 from outfitrec.recommend.engine import Recommender
 from outfitrec.serve.app import MAX_K, MAX_SCORE_BATCH, create_app

@@ -195,7 +195,14 @@ def evaluate_run(
     batch_size: int = 512,
     device: str = "cpu",
 ) -> dict:
-    """Evaluate a run's best checkpoint on a split of its dataset (or of `data`): `evaluate_model`'s dict."""
+    """Evaluate a run's best checkpoint on a split of its dataset (or of `data`).
+
+    Returns {'auc', 'ndcg', 'ndcg@10' (per-user means in [0, 1]), 'n_users', 'n_positives',
+    'fitb' (accuracy, when the folder has fitb_{split}.npz), 'popularity': {...}, 'baselines':
+    {name: {...}}, 'split', 'data'}. batch_size: outfits scored at once; device: 'cpu', 'cuda'...
+    Raises DataError (missing run / checkpoint / dataset, a dataset of another numbering) and
+    NonFiniteScores (a ValueError) when the model scores NaN / inf.
+    """
     run = load_run(run_dir, data, device=device)
     out = evaluate_model(run.model, run.dataset, run.data_dir, split, batch_size)
     out["split"] = split

@@ -517,25 +517,6 @@ class Query:
         return rows[order], scores[order]
 
 
-def search(
-    scorer: OutfitScorer,
-    index: SearchIndex,
-    user: int,
-    templates: Sequence[Sequence[int]],
-    k: int = 10,
-    *,
-    fixed: Sequence[int] = (),
-    exclude: set[frozenset[int]] | None = None,
-    diverse: bool = False,
-    exact: bool = False,
-    stats: SearchStats | None = None,
-    **params: int,
-) -> list[Recommendation]:
-    """`Searcher(scorer, index, SearchParams(**params)).search(...)` in one call (see `Searcher.search`)."""
-    searcher = Searcher(scorer, index, SearchParams(**params))
-    return searcher.search(user, templates, k, fixed, exclude, diverse, exact, stats)
-
-
 def templates_from_dataset(
     category_names: Sequence[str],
     meta: dict,

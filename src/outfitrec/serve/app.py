@@ -177,7 +177,11 @@ class ItemPage(BaseModel):
 
 
 def create_app(recommender: Recommender) -> FastAPI:
-    """The FastAPI app answering from one loaded recommender."""
+    """The FastAPI app answering from one loaded recommender (`Recommender.from_run`).
+
+    Routes under /api (recommend, complete, score, users, items, images), the web page at /,
+    OpenAPI at /docs; serve it with `uvicorn.run(app, host="127.0.0.1", port=8000)`.
+    """
     app = FastAPI(
         title="outfitrec",
         version=__version__,

@@ -543,7 +543,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
 
     resume=True continues from run_dir/last/ (the saved config.yaml is used;
     `config` may be None, or must equal it), or starts fresh when the run
-    never got that far.
+    never got that far. The run directory gets config.yaml, model/ (the best
+    checkpoint, by validation AUC), last/, metrics.json, history.json and tb/.
+    Raises DataError / ConfigError for bad data or settings, FloatingPointError
+    when the loss stops being finite.
     """
     ctx = DistContext.from_env()  # dist hook: joins torchrun's process group (no-op in one process)
     run, config = ctx.on_main(RunDir.open, run_dir, config, resume)  # dist hook: rank 0 creates the run dir
