@@ -16,7 +16,7 @@ DATA_HELP = "prepared dataset (folder or dataset.npz) for a bare checkpoint; def
 BACKEND_HELP = "inference backend: torch, or onnx (exported on first use into the checkpoint's onnx/ folder)"
 
 
-def load_recommender(run: Path, data: Path | None = None, backend: str = "torch", threads: int = 1):
+def load_recommender(run: Path, data: Path | None = None, backend: str = "torch", threads: int = 1, pool: bool = False):
     """A `Recommender` from a run directory, or from a checkpoint + dataset (`outfitrec.load_recommender`).
 
     `threads`: torch CPU threads. One by default: the search runs many small
@@ -31,7 +31,7 @@ def load_recommender(run: Path, data: Path | None = None, backend: str = "torch"
     torch.set_num_threads(threads)
     if backend not in ("torch", "onnx"):
         raise DataError(f"--backend: {backend!r} is not one of torch, onnx")
-    return Recommender.from_run(run, data, backend)  # type: ignore[arg-type]
+    return Recommender.from_run(run, data, backend, pool=pool, progress=pool)  # type: ignore[arg-type]
 
 
 def _print_outfits(rec, recs, seconds: float, as_json: bool, user: int) -> None:
@@ -62,9 +62,16 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def recommend(
         run: Path = typer.Argument(..., help=RUN_HELP),
-        user: int = typer.Option(..., "--user", "-u", help="user id"),
+        user: int | None = typer.Option(None, "--user", "-u", help="user id (or --all-users)"),
         k: int = typer.Option(10, "--k", "-k", min=1, help="number of outfits"),
         diverse: bool = typer.Option(False, "--diverse", help="no item repeats across the k outfits"),
+        all_users: bool = typer.Option(False, "--all-users", help="every user, written to --out (batch; resumable)"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="--all-users: output CSV (parts in OUT.parts/)"),
+        shard: str | None = typer.Option(
+            None,
+            "--shard",
+            help="--all-users: i/n, this process's users (u mod n == i); default torchrun's RANK/WORLD_SIZE",
+        ),
         template: list[int] = typer.Option(None, "--template", "-t", help="template index (repeatable; default all)"),
         exact: bool = typer.Option(False, "--exact", help="enumerate every outfit (small catalogues only)"),
         beam_width: int = typer.Option(
@@ -75,10 +82,31 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
     ) -> None:
-        """The user's top-k new outfits from the whole catalogue (beam search over slots; training outfits excluded)."""
+        """The user's top-k new outfits from the whole catalogue (beam search over slots; training outfits excluded).
+
+        With --all-users --out FILE: every user's top-k in one CSV (recommend/batch.py): progress bar,
+        resumable (a rerun skips users already written), shardable (--shard i/n, or under torchrun).
+        """
+        if all_users == (user is not None):
+            raise DataError("recommend: give either --user or --all-users")
+        if all_users and out is None:
+            raise DataError("recommend --all-users: give --out FILE.csv")
+        params = SearchParams(beam_width=beam_width, shortlist=shortlist)
+        if all_users:
+            from outfitrec.recommend.batch import parse_shard, recommend_all
+
+            i, n = parse_shard(shard)
+            rec = load_recommender(run, data, backend)
+            summary = recommend_all(rec, out, k, (i, n), params, diverse=diverse)
+            rate = summary["users_per_second"]
+            print(
+                f"shard {i}/{n}: {summary['written']} users written, {summary['skipped']} already there, "
+                f"{summary['seconds']:.1f} s" + (f" ({rate} users/s)" if rate else "")
+            )
+            print(f"wrote {out}" if summary["merged"] else f"parts in {out}.parts/ (merged when every shard is done)")
+            return
         rec = load_recommender(run, data, backend)
         start = time.perf_counter()
-        params = SearchParams(beam_width=beam_width, shortlist=shortlist)
         recs = rec.recommend(user, k, diverse, template or None, exact, params)
         _print_outfits(rec, recs, time.perf_counter() - start, as_json, user)
 
@@ -134,12 +162,35 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port"),
         data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
         backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+        workers: int = typer.Option(1, "--workers", "-w", min=1, max=64, help="worker processes (one per core)"),
+        pool: bool = typer.Option(
+            True, "--pool/--no-pool", help="answer default requests from the cached pool of strong outfits"
+        ),
     ) -> None:
-        """Serve recommendations over HTTP (FastAPI + uvicorn) with a web page at /."""
+        """Serve recommendations over HTTP (FastAPI + uvicorn) with a web page at /.
+
+        --workers N: N uvicorn worker processes (app factory `outfitrec.serve.factory:app_factory`), each
+        loading the index and pool that this process computes once and caches beside the checkpoint.
+        """
+        import os
+
         import uvicorn
 
         from outfitrec.serve.app import create_app
+        from outfitrec.serve.factory import serve_environment
 
-        app_ = create_app(load_recommender(run, data, backend))
-        print(f"outfitrec: serving {run} on http://{host}:{port}/ (OpenAPI at /docs, /openapi.json)")
-        uvicorn.run(app_, host=host, port=port, log_level="warning")
+        rec = load_recommender(run, data, backend, pool=pool)
+        print(f"outfitrec: serving {run} on http://{host}:{port}/ with {workers} worker(s) (OpenAPI at /docs)")
+        if workers == 1:
+            uvicorn.run(create_app(rec), host=host, port=port, log_level="warning")
+            return
+        del rec  # the workers load the cached index and pool
+        os.environ.update(serve_environment(str(run), None if data is None else str(data), backend, pool))
+        uvicorn.run(
+            "outfitrec.serve.factory:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+        )

@@ -16,6 +16,7 @@ import hashlib
 import io
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, save_npz_atomic
 from outfitrec.models.checkpoint import load_run
+from outfitrec.recommend.fast import CollapsedScorer, FastSearcher, OutfitPool, pool_key
 from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx, item_inputs
 from outfitrec.recommend.search import (
     MAX_EXACT_COMBINATIONS,
@@ -45,6 +47,9 @@ INDEX_VERSION = 1
 MAX_K = 1000  # outfits per request (the HTTP service allows fewer: serve/app.py)
 MAX_BEAM_WIDTH = 4096
 MAX_SHORTLIST = 100_000
+RESULT_CACHE = 4096  # answered requests kept per engine (key: user, checkpoint, request parameters)
+POOL_PER_USER = 50  # outfits each seed user adds to the pool
+POOL_MAX_SEEDS = 2000  # seed users of the pool (a seeded sample beyond)
 
 
 class NotFound(LookupError):
@@ -114,7 +119,11 @@ class Recommender:
         max_concurrent: int = 4,
     ) -> None:
         self.dataset = dataset
-        self.searcher = Searcher(scorer, index)
+        fast = isinstance(scorer, CollapsedScorer)
+        self.searcher: Searcher = FastSearcher(scorer, index) if fast else Searcher(scorer, index)
+        self.pool: OutfitPool | None = None
+        self._results: OrderedDict[tuple, list[Recommendation]] = OrderedDict()
+        self._results_lock = threading.Lock()
         self.scorer = scorer
         self.index = index
         self.templates = templates_from_dataset(
@@ -122,17 +131,13 @@ class Recommender:
         )
         self.max_size = max(max(len(t) for t in self.templates), dataset.max_size)
         self._slots = threading.BoundedSemaphore(max_concurrent)
-        self._history: dict[str, dict[int, list[tuple[int, ...]]]] = {}
-        for split, part in dataset.splits.items():  # built once: read-only afterwards
-            table: dict[int, list[tuple[int, ...]]] = {}
-            for u, row, m in zip(part.users, part.items, part.mask):
-                table.setdefault(int(u), []).append(tuple(int(i) for i in row[m]))
-            self._history[split] = table
-        self._train_sets: dict[int, set[frozenset[int]]] = {}
-        train = dataset.splits.get("train")
-        if train is not None:
-            for user, row, m in zip(train.users, train.items, train.mask):
-                self._train_sets.setdefault(int(user), set()).add(frozenset(int(i) for i in row[m]))
+        # per split: the outfits (PAD-padded item rows) grouped by user, and each user's first row (numpy, read-only)
+        self._history: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for split, part in dataset.splits.items():
+            order = np.argsort(part.users, kind="stable")
+            rows = np.where(part.mask, part.items, PAD)[order].astype(np.int32)
+            starts = np.searchsorted(part.users[order], np.arange(dataset.n_users + 1)).astype(np.int64)
+            self._history[split] = (rows, starts)
         self.info = info | {
             "n_users": dataset.n_users,
             "n_items": dataset.catalogue.n_items,
@@ -140,6 +145,8 @@ class Recommender:
             "templates": [[dataset.catalogue.category_names[c] for c in t] for t in self.templates],
             "max_outfit_size": self.max_size,
             "embedding_dim": int(index.item_emb.shape[1]),
+            "scorer": "collapsed" if fast else type(scorer).__name__,
+            "bytes_per_user": scorer.bytes_per_user if fast else None,
         }
 
     # ------------------------------------------------------------------ loading
@@ -151,12 +158,15 @@ class Recommender:
         backend: Backend = "torch",
         cache: bool = True,
         onnx_dir: str | Path | None = None,
+        pool: bool = False,
+        progress: bool = False,
     ) -> Recommender:
         """Load a run directory (`models.checkpoint.load_run`), or a checkpoint folder with `data`.
 
         data: a prepared dataset (folder or dataset.npz) instead of the run's data.path.
         backend="onnx" runs the ONNX export in `onnx_dir` (default: the checkpoint's onnx/), exporting it first
         when it is missing. cache: keep the search index in the checkpoint's cache/ (keyed by the checkpoint hash).
+        pool: load (or build once and cache) the pool of strong outfits that answers default requests (fast.py).
         """
         if backend not in ("torch", "onnx"):
             raise DataError(f"unknown backend {backend!r}; expected 'torch' or 'onnx'")
@@ -165,7 +175,10 @@ class Recommender:
         model, dataset, checkpoint_dir = loaded.model, loaded.dataset, loaded.checkpoint_dir
         digest = checkpoint_hash(checkpoint_dir)
         if backend == "torch":
-            scorer: OutfitScorer = TorchScorer(model)
+            try:  # one vector per user when the model's score collapses (fast.py), else the model as it is
+                scorer: OutfitScorer = CollapsedScorer(model)
+            except DataError:
+                scorer = TorchScorer(model)
         else:
             onnx_dir = Path(onnx_dir) if onnx_dir is not None else checkpoint_dir / "onnx"
             if not OnnxScorer.exists(onnx_dir, digest):
@@ -186,7 +199,44 @@ class Recommender:
             info["run"] = str(loaded.run_dir)
         rec = cls(dataset, scorer, index, info)
         rec.warm_up()
+        if pool:
+            rec.load_or_build_pool(checkpoint_dir / "cache" if cache else None, progress=progress)
         return rec
+
+    def load_or_build_pool(
+        self,
+        cache_dir: Path | None = None,
+        users: Sequence[int] | None = None,
+        per_user: int = POOL_PER_USER,
+        progress: bool = False,
+    ) -> OutfitPool | None:
+        """The pool of strong outfits (fast.py) that answers `recommend` with default parameters, cached on disk.
+
+        users: the seed users (default: all, or a seeded sample of POOL_MAX_SEEDS). None (no pool) when the
+        scorer does not collapse (ONNX, an unknown score term).
+        """
+        if not isinstance(self.searcher, FastSearcher) or not self.dataset.n_users:
+            return None
+        if users is None:
+            users = np.arange(self.dataset.n_users)
+            if len(users) > POOL_MAX_SEEDS:
+                users = np.sort(np.random.default_rng(0).choice(users, POOL_MAX_SEEDS, replace=False))
+        seeds = np.asarray(users, dtype=np.int64)
+        digest = self.info.get("checkpoint_sha256", "")
+        key = pool_key(digest, self.templates, per_user, self.searcher.params, len(seeds))
+        key += "|" + hashlib.sha256(seeds.tobytes()).hexdigest()[:16]
+        path = None if cache_dir is None or not digest else Path(cache_dir) / f"pool_{digest[:16]}.npz"
+        pool = OutfitPool.load(path, key) if path is not None and path.is_file() else None
+        if pool is None:
+            pool = OutfitPool.build(self.searcher, self.templates, seeds, per_user, progress=progress)
+            if path is not None:
+                try:
+                    pool.save(path, key)
+                except OSError:
+                    pass  # read-only checkpoint folder: the pool lives in memory only
+        self.pool = pool
+        self.info["pool_outfits"] = len(pool)
+        return pool
 
     def warm_up(self) -> None:
         """One small search, so that the first request does not pay the backend's one-off start-up costs."""
@@ -263,9 +313,16 @@ class Recommender:
                 raise DataError(f"template {t} does not exist (templates are 0..{len(self.templates) - 1})")
         return [self.templates[int(t)] for t in templates]
 
+    def _outfits(self, user: int, split: str) -> np.ndarray:
+        rows, starts = self._history[split]
+        return rows[starts[user] : starts[user + 1]]
+
     def training_outfits(self, user: int) -> set[frozenset[int]]:
         """The user's training outfits as item sets: what recommendations exclude."""
-        return self._train_sets.get(self.check_user(user), set())
+        user = self.check_user(user)
+        if "train" not in self._history:
+            return set()
+        return {frozenset(int(i) for i in row if i != PAD) for row in self._outfits(user, "train")}
 
     # ------------------------------------------------------------------ answers
     def recommend(
@@ -277,15 +334,38 @@ class Recommender:
         exact: bool = False,
         params: SearchParams = SearchParams(),
         stats: SearchStats | None = None,
+        use_pool: bool = True,
     ) -> list[Recommendation]:
-        """The user's k best new outfits (their training outfits excluded) over the templates (indices)."""
+        """The user's k best new outfits (their training outfits excluded) over the templates (indices).
+
+        Answers are cached per (user, checkpoint, request). With the default search parameters and a loaded
+        pool (`load_or_build_pool`), the pool answers (one product of its features with the user's vector);
+        the live search answers otherwise, or when the pool cannot fill k outfits (`use_pool=False`: always).
+        """
         self.check_bounds(k, params, exact)
         user = self.check_user(user)
         chosen = self.check_templates(templates)
-        exclude = self._train_sets.get(user, set())
-        with self._slots:
-            recs = self.searcher.search(user, chosen, k, (), exclude, diverse, exact, stats, params)
-        return self._renumber(recs, templates)
+        tkey = None if templates is None else tuple(int(t) for t in templates)
+        key = (user, self.info.get("checkpoint_sha256"), k, diverse, tkey, exact, params, use_pool)
+        with self._results_lock:
+            cached = self._results.get(key) if stats is None else None  # counting work: search again
+            if cached is not None:
+                self._results.move_to_end(key)
+                return list(cached)
+        exclude = self.training_outfits(user)
+        recs = None
+        if use_pool and self.pool is not None and not exact and params == self.searcher.params:
+            vector = self.searcher.scorer.user_vector(user)
+            recs = self.pool.top(vector, k, exclude, tkey, diverse)
+        if recs is None:
+            with self._slots:
+                recs = self.searcher.search(user, chosen, k, (), exclude, diverse, exact, stats, params)
+            recs = self._renumber(recs, templates)
+        with self._results_lock:
+            self._results[key] = list(recs)
+            if len(self._results) > RESULT_CACHE:
+                self._results.popitem(last=False)
+        return recs
 
     def complete(
         self,
@@ -307,7 +387,7 @@ class Recommender:
             raise DataError(f"complete: an item is given twice in {items}")
         tids = None if template is None else [template]
         chosen = self.check_templates(tids)
-        exclude = self._train_sets.get(user, set()) if exclude_history else None
+        exclude = self.training_outfits(user) if exclude_history else None
         with self._slots:
             recs = self.searcher.search(user, chosen, k, items, exclude, diverse, params=params)
         if not recs:
@@ -343,8 +423,7 @@ class Recommender:
         user = self.check_user(user)
         if split not in self.dataset.splits:
             raise NotFound(f"split {split!r} not found (splits are {sorted(self.dataset.splits)})")
-        per_split = self._history[split]
-        return per_split.get(user, [])
+        return [tuple(int(i) for i in row if i != PAD) for row in self._outfits(user, split)]
 
     def item_category_name(self, item: int) -> str:
         return self.dataset.catalogue.category_names[int(self.dataset.catalogue.item_category[int(item)])]

@@ -1,0 +1,48 @@
+"""The app factory behind `outfitrec serve RUN --workers N`: one FastAPI app per uvicorn worker process.
+
+uvicorn starts N worker processes that each import this module and call
+`app_factory()` (uvicorn `factory=True`), so the request handling of each
+worker runs on its own core. The serve command first loads the run once in the
+parent, which builds the search index and the outfit pool and caches them beside
+the checkpoint (`checkpoint/cache/`); every worker then loads those read-only
+files instead of computing them again. What to load is passed to the workers
+through environment variables (`serve_environment`), because uvicorn gives a
+factory no arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+ENV = "OUTFITREC_SERVE"
+
+
+def serve_environment(run: str, data: str | None, backend: str, pool: bool, threads: int = 1) -> dict[str, str]:
+    """The environment variable that tells `app_factory` what to load."""
+    spec = {"run": str(run), "data": None if data is None else str(data), "backend": backend, "pool": pool}
+    spec["threads"] = threads
+    return {ENV: json.dumps(spec)}
+
+
+def load_from_environment():
+    """The `Recommender` that the environment names (see `serve_environment`)."""
+    import torch
+
+    from outfitrec.recommend.engine import Recommender
+
+    raw = os.environ.get(ENV)
+    if not raw:
+        raise RuntimeError(f"outfitrec serve: {ENV} is not set; start workers with `outfitrec serve RUN --workers N`")
+    spec = json.loads(raw)
+    torch.set_num_threads(int(spec.get("threads", 1)))
+    return Recommender.from_run(
+        spec["run"], spec.get("data"), spec.get("backend", "torch"), pool=spec.get("pool", True)
+    )
+
+
+def app_factory():
+    """uvicorn's factory: the app of one worker process."""
+    from outfitrec.serve.app import create_app
+
+    return create_app(load_from_environment())
