@@ -70,6 +70,45 @@ def baseline_cmd(
     typer.echo(f"metrics written to {target}")
 
 
+def hybrid_cmd(
+    run: Path = typer.Argument(..., help="A trained run directory (its model/ checkpoint)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write hybrid.json and metrics.json into."),
+    baseline: list[str] = typer.Option(
+        ["ease"], "--baseline", "-b", help="Collaborative baseline(s) to add (repeatable). Default: ease."
+    ),
+    data: Path = typer.Option(None, "--data", help="Prepared dataset (default: the run's data.path)."),
+    grid: str = typer.Option(
+        "0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1",
+        "--grid",
+        help="Mixing weights a tried for each added component: (1 - a) * the others + a * it.",
+    ),
+) -> None:
+    """A hybrid: the run's scores plus baselines', standardised, each weight chosen on the validation split."""
+    from outfitrec.data.outfits import write_text_atomic
+    from outfitrec.data.prepare import load_dataset
+    from outfitrec.evaluate.hybrid import Component, build_hybrid, evaluate_hybrid, save_hybrid, tune_hybrid
+    from outfitrec.evaluate.protocol import dumps, format_table
+    from outfitrec.models.checkpoint import run_data_path
+
+    try:
+        weights = tuple(float(w) for w in grid.split(","))
+    except ValueError:
+        raise DataError(f"--grid {grid!r}: expected comma-separated numbers") from None
+    dataset, folder = load_dataset(data if data is not None else run_data_path(run))
+    components = [Component(f"run:{run}")] + [Component(f"baseline:{b}") for b in baseline]
+    hybrid = build_hybrid(components, dataset, folder / "dataset.npz")
+    best, tried = tune_hybrid(hybrid, dataset, folder, weights)
+    metrics = evaluate_hybrid(hybrid, dataset, folder)
+    tried_text = ", ".join(f"{w:g}: {a:.4f}" for w, a in tried.items())
+    save_hybrid(hybrid, out, folder / "dataset.npz", {"valid_auc_by_weight_of_last": tried})
+    write_text_atomic(Path(out) / "metrics.json", dumps(metrics))
+    typer.echo(format_table({f"hybrid ({s})": m for s, m in metrics.items()}))
+    typer.echo("weights: " + ", ".join(f"{c.source} {c.weight:g}" for c in hybrid.components))
+    typer.echo(f"valid AUC by mixing weight of {components[-1].source}: {tried_text}")
+    typer.echo(f"hybrid written to {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
     app.command("baseline")(baseline_cmd)
+    app.command("hybrid")(hybrid_cmd)

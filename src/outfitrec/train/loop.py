@@ -40,6 +40,8 @@ from outfitrec.data.augment import CategoryPools, erase_one, replace_one
 from outfitrec.data.negatives import candidates_path
 from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
 from outfitrec.data.prepare import load_dataset
+from outfitrec.evaluate.baselines import fit_baseline
+from outfitrec.evaluate.hybrid import is_hybrid, load_hybrid
 from outfitrec.evaluate.protocol import CachedScorer, evaluate_model, evaluate_split
 from outfitrec.models.checkpoint import load_run
 from outfitrec.train.batches import Batch, EpochSampler, torch_seed
@@ -169,13 +171,15 @@ def regularizer(model: nn.Module, users: Tensor) -> Tensor:
 def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunConfig, device) -> Teacher:
     """The frozen teacher and its r_u from its scores of each user's training positives.
 
-    path: a run directory / model checkpoint directory, or "baseline:NAME" (a collaborative baseline of
-    `evaluate.baselines.BASELINES`, registry defaults, fitted on this dataset's training data).
+    path: a run directory / model checkpoint directory, "baseline:NAME" (a collaborative baseline of
+    `evaluate.baselines.BASELINES`, registry defaults, fitted on this dataset's training data), or a
+    hybrid folder (`evaluate.hybrid`: a run and baselines, standardised and summed).
     """
-    if path.startswith(BASELINE_TEACHER):
-        from outfitrec.evaluate.baselines import fit_baseline
-
-        fn = fit_baseline(path[len(BASELINE_TEACHER) :], dataset)
+    if path.startswith(BASELINE_TEACHER) or is_hybrid(path):
+        if is_hybrid(path):
+            fn = load_hybrid(path, dataset)
+        else:
+            fn = fit_baseline(path[len(BASELINE_TEACHER) :], dataset)
         raw = np.asarray(fn(train.users, train.items, train.mask), dtype=np.float64)
         offset, scale = float(raw.mean()), float(raw.std()) or 1.0
         teacher = Teacher(torch.zeros(0), score_fn=fn, offset=offset, scale=scale)
