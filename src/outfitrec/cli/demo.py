@@ -3,7 +3,10 @@
 data (Fashion-MNIST outfits, with ground truth) -> oracle -> teacher -> plain
 student -> distilled student -> evaluation -> a recommendation, each step
 skipped when its output already exists (so a second `make demo` is quick), and
-a results table printed and written to `runs/demo/results.md`.
+a results table printed and written to `runs/demo/results.md`. The runs go
+through the experiments' runner (`experiments/runner.py::train_or_reuse`): a
+finished run is read back, a killed one resumed, one whose preset changed since
+retrained; `--fresh` redoes every step.
 """
 
 from __future__ import annotations
@@ -32,65 +35,36 @@ def demo(
     preset: str = typer.Option("default", "--preset", help="Fashion-MNIST preset: tiny, default or large."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data and of every run."),
     fresh: bool = typer.Option(False, "--fresh", help="Redo every step, even those whose output exists."),
+    set_: list[str] = typer.Option(
+        None, "--set", "-s", help="Override one field of every run: key.sub=value (value parsed as YAML). Repeatable."
+    ),
 ) -> None:
     """Run data -> teacher -> student -> distillation -> evaluation -> recommendation on Fashion-MNIST outfits."""
-    from outfitrec.data.fmnist import fashion_mnist_available, generate, write_fmnist
     from outfitrec.data.outfits import write_text_atomic
-    from outfitrec.evaluate.oracle import oracle_report
-    from outfitrec.evaluate.protocol import format_table
-    from outfitrec.models.checkpoint import load_model
-    from outfitrec.train.config import ConfigError, load_config, resolve_config_path
-    from outfitrec.train.loop import train
 
     started = time.perf_counter()
     timings: dict[str, float] = {}
 
     _step(f"1. data: Fashion-MNIST outfits, preset {preset!r} -> {data}")
     t0 = time.perf_counter()
-    if fresh or not (data / "dataset.npz").exists():
-        images = "fmnist" if fashion_mnist_available() else "procedural"
-        if images == "procedural":
-            print("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): using procedural images")
-        generated = generate(preset, seed, images=images, progress=True)
-        summary = write_fmnist(generated, data, k=10, seed=seed, polyvore_u=True, overwrite=True)
-        print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=1))
-    else:
-        print(f"{data}/dataset.npz exists: reused (--fresh to regenerate)")
+    _make_data(data, preset, seed, fresh)
     timings["data"] = time.perf_counter() - t0
 
     _step("2. oracle: the true utility on the fixed test candidates")
     t0 = time.perf_counter()
-    report, _ = oracle_report(data, split="test")
-    print(json.dumps(report, indent=1))
+    results = _oracle(data)
     timings["oracle"] = time.perf_counter() - t0
 
-    results: dict[str, dict] = {
-        "oracle (true utility)": dict(report.get("oracle", {})),
-        "popularity": dict(report.get("popularity", {})),
-    }
     params: dict[str, dict] = {}
     for number, (name, preset_name, needs_teacher) in enumerate(DEMO_STEPS, start=3):
-        try:
-            resolve_config_path(preset_name)
-        except ConfigError:
-            continue
         run_dir = runs / name
         _step(f"{number}. train {name} ({preset_name}) -> {run_dir}")
         t0 = time.perf_counter()
-        overrides = [f"data.path={data}", f"data.seed={seed}"]
+        overrides = [f"data.path={data}", f"data.seed={seed}", *(set_ or [])]
         if needs_teacher:
             overrides.append(f"loss.teacher={runs / 'teacher'}")
-        metrics_file = run_dir / "metrics.json"
-        if fresh or not metrics_file.exists():
-            config = load_config(preset_name, overrides)
-            metrics = train(config, run_dir, resume=(run_dir / "last").exists() and not fresh)
-        else:
-            print(f"{metrics_file} exists: reused (--fresh to retrain)")
-            metrics = json.loads(metrics_file.read_text())
+        results[name], params[name] = _train(preset_name, overrides, run_dir, fresh)
         timings[name] = time.perf_counter() - t0
-        test = metrics.get("test", metrics)
-        results[name] = dict(test)
-        params[name] = load_model(run_dir / "model").parameter_counts()
 
     _step("6. recommend: top outfits of the whole catalogue for user 0 (the distilled student)")
     t0 = time.perf_counter()
@@ -98,32 +72,85 @@ def demo(
     rec_lines = _recommend_example(shipped if (shipped / "model").is_dir() else runs / "student", data)
     timings["recommend"] = time.perf_counter() - t0
 
-    table = format_table(results)
+    text = _results_text(preset, seed, results, params, rec_lines, time.perf_counter() - started, timings)
+    write_text_atomic(runs / "results.md", text + "\n")
+    _step("Results")
+    print(text)
+    print(f"\n(written to {runs / 'results.md'})")
+
+
+def _make_data(data: Path, preset: str, seed: int, fresh: bool) -> None:
+    """The prepared Fashion-MNIST folder (with ground truth), generated unless it exists (or fresh)."""
+    from outfitrec.data.fmnist import fashion_mnist_available, generate, write_fmnist
+
+    if not fresh and (data / "dataset.npz").exists():
+        print(f"{data}/dataset.npz exists: reused (--fresh to regenerate)")
+        return
+    images = "fmnist" if fashion_mnist_available() else "procedural"
+    if images == "procedural":
+        print("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): using procedural images")
+    generated = generate(preset, seed, images=images, progress=True)
+    summary = write_fmnist(generated, data, k=10, seed=seed, polyvore_u=True, overwrite=True)
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=1))
+
+
+def _oracle(data: Path) -> dict[str, dict]:
+    """The results table's first rows: the true utility and popularity on the test candidates."""
+    from outfitrec.evaluate.oracle import oracle_report
+
+    report, _ = oracle_report(data, split="test")
+    print(json.dumps(report, indent=1))
+    return {
+        "oracle (true utility)": dict(report.get("oracle", {})),
+        "popularity": dict(report.get("popularity", {})),
+    }
+
+
+def _train(preset_name: str, overrides: list[str], run_dir: Path, fresh: bool) -> tuple[dict, dict]:
+    """One run of the demo through the experiments' runner (reused when done, resumed when killed, else trained).
+
+    Returns its test metrics and its parameter counts.
+    """
+    from outfitrec.experiments.runner import train_or_reuse
+    from outfitrec.models.checkpoint import load_model
+    from outfitrec.train.config import load_config
+
+    status, metrics, _, _ = train_or_reuse(load_config(preset_name, overrides), run_dir, fresh=fresh)
+    print(f"{status}: {run_dir}" + (" (--fresh to retrain)" if status == "reused" else ""), flush=True)
+    return dict(metrics.get("test", metrics)), load_model(run_dir / "model").parameter_counts()
+
+
+def _results_text(
+    preset: str,
+    seed: int,
+    results: dict[str, dict],
+    params: dict[str, dict],
+    rec_lines: list[str],
+    total: float,
+    timings: dict[str, float],
+) -> str:
+    """runs/demo/results.md: the metrics table, the parameter counts, the recommendation, the times."""
+    from outfitrec.evaluate.protocol import format_table
+
     param_lines = ["| model | backbone params | other params | total |", "| --- | ---: | ---: | ---: |"]
     for name, counts in params.items():
         param_lines.append(f"| {name} | {counts['backbone']:,} | {counts['rest']:,} | {counts['total']:,} |")
-    total = time.perf_counter() - started
     timing_line = ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
-    text = "\n".join(
+    return "\n".join(
         [
             f"# outfitrec demo: Fashion-MNIST outfits ({preset}, seed {seed})",
             "",
             "Test split, fixed candidates (10 random-mix negatives per positive):",
             "",
-            table,
+            format_table(results),
             "",
-            param_lines[0],
-            *param_lines[1:],
+            *param_lines,
             "",
             *rec_lines,
             "",
             f"Wall time {total:.0f} s ({timing_line}).",
         ]
     )
-    write_text_atomic(runs / "results.md", text + "\n")
-    _step("Results")
-    print(text)
-    print(f"\n(written to {runs / 'results.md'})")
 
 
 def _recommend_example(run_dir: Path, data: Path) -> list[str]:

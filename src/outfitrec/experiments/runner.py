@@ -26,6 +26,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ from outfitrec.data.cold import write_cold_folder
 from outfitrec.data.outfits import DataError
 from outfitrec.data.prepare import resolve_dataset_path
 from outfitrec.experiments.scales import base_config, dataset_kind, per_user_cap
-from outfitrec.train.config import RunConfig, config_from_dict
+from outfitrec.models.checkpoint import read_run_config
+from outfitrec.train.config import ConfigError, RunConfig, config_from_dict
 from outfitrec.train.loop import train
 
 
@@ -177,20 +179,8 @@ class Lab:
     def run_config(self, config: RunConfig, label: str) -> tuple[Path, dict, list[dict], float]:
         """Train (or reuse / resume) the run of `config`; returns (run_dir, metrics, history, seconds)."""
         run_dir = self.runs_root / f"{_safe(label)}-s{config.data.seed}-{config_hash(config)}"
-        metrics_path = run_dir / "metrics.json"
         start = time.perf_counter()
-        status = "reused"
-        if not metrics_path.is_file():
-            with _RunLock(run_dir):  # another experiment process may be training this very run
-                if metrics_path.is_file():
-                    status = "waited"
-                else:
-                    resume = (run_dir / "config.yaml").is_file()
-                    status = "resumed" if resume else "trained"
-                    train(None if resume else config, run_dir, resume=resume)
-        metrics = _read_json(metrics_path)
-        history = _read_json(run_dir / "history.json") if (run_dir / "history.json").is_file() else []
-        train_seconds = float(sum(h.get("seconds", 0.0) for h in history))
+        status, metrics, history, train_seconds = train_or_reuse(config, run_dir)
         line = (
             f"{status:8s} {label:28s} seed={config.data.seed} "
             f"auc={_auc(metrics):.4f} train_s={train_seconds:.0f} wall_s={time.perf_counter() - start:.0f} {run_dir}"
@@ -251,6 +241,46 @@ class Lab:
         run_dir = self.run_dir_of(variant, seed)
         lock = run_dir.parent / f"{run_dir.name}.lock"
         return not (run_dir / "metrics.json").is_file() and lock.exists() and _alive(lock)
+
+
+def train_or_reuse(config: RunConfig, run_dir: str | Path, fresh: bool = False) -> tuple[str, dict, list[dict], float]:
+    """The run of `config` in `run_dir`: read back, resumed or trained; (status, metrics, history, train seconds).
+
+    status: 'reused' (metrics.json there), 'waited' (another process finished it while this one waited for its
+    lock), 'resumed' (config.yaml but no metrics.json: a killed run, continued from its last/ state) or 'trained'.
+    A run directory holding the run of another config (a named directory whose preset changed since) is
+    retrained from scratch, as is any run with fresh=True: a changed setting never silently reuses a stale run.
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.json"
+    status = "reused"
+    if fresh or _holds_other_run(run_dir, config) or not metrics_path.is_file():
+        with _RunLock(run_dir):  # another process may be training this very run
+            if fresh or _holds_other_run(run_dir, config):
+                if (run_dir / "config.yaml").is_file():  # a run's folder (anything else: train() refuses it)
+                    shutil.rmtree(run_dir)
+                status = "trained"
+                train(config, run_dir)
+            elif metrics_path.is_file():
+                status = "waited"
+            else:
+                resume = (run_dir / "config.yaml").is_file()
+                status = "resumed" if resume else "trained"
+                train(None if resume else config, run_dir, resume=resume)
+    metrics = _read_json(metrics_path)
+    history = _read_json(run_dir / "history.json") if (run_dir / "history.json").is_file() else []
+    return status, metrics, history, float(sum(h.get("seconds", 0.0) for h in history))
+
+
+def _holds_other_run(run_dir: Path, config: RunConfig) -> bool:
+    """Whether `run_dir` holds a run (its config.yaml) of a config other than `config` (runtime settings aside)."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return False
+    try:
+        return config_hash(config_from_dict(read_run_config(run_dir), str(saved))) != config_hash(config)
+    except (ConfigError, DataError):  # unreadable, or written by another version: not this run
+        return True
 
 
 class _RunLock:
