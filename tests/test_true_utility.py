@@ -163,3 +163,44 @@ def test_evaluate_cli_prints_and_writes_the_true_utility_columns(fm, tmp_path, m
         main()
     header = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| model |"))
     assert "true_share" not in header
+
+
+def test_experiment_tables_carry_the_true_utility_columns(tmp_path):
+    from outfitrec.experiments.report import markdown_table, run_rows, summarize
+    from outfitrec.experiments.runner import RunResult, Variant
+
+    def result(name, seed, auc, share):
+        metrics = {"test": {"auc": auc, "ndcg": 0.5}}
+        if share is not None:
+            metrics["true_utility"] = {"true_share": share, "oracle_recall@10": share / 2}
+        return RunResult(
+            Variant(name, baseline=None if name == "student" else "student"), seed, tmp_path, metrics, [], 1.0
+        )
+
+    results = [result("student", s, 0.8, 0.4 + s / 10) for s in (0, 1)] + [result("fnd", 0, 0.81, 0.6)]
+    rows = run_rows(results)
+    assert rows[0]["true_share"] == 0.4 and rows[2]["oracle_recall@10"] == 0.3
+    summary = summarize(results, "test")
+    assert summary[0]["true_share_mean"] == pytest.approx(0.45)
+    table = markdown_table(summary, "test")
+    head = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert head[4:6] == ["true share", "oracle R@10"]
+    assert all(line.count("|") == table.splitlines()[0].count("|") for line in table.splitlines())
+    assert "0.450 ± 0.071" in table
+    plain = markdown_table(summarize([result("student", 0, 0.8, None)], "test"), "test")  # DiFashion: no columns
+    assert "true share" not in plain
+
+
+def test_lab_computes_and_caches_a_runs_true_utility(fm, tmp_path):
+    from conftest import make_tiny_run
+
+    from outfitrec.experiments.runner import Lab
+
+    folder, dataset, _ = fm
+    run = make_tiny_run(dataset, folder, tmp_path / "run", steps=3)
+    lab = Lab(folder, tmp_path / "runs", "quick")
+    report = lab.true_utility_of(run)
+    assert report is not None and report["n_users"] == min(tu.DEFAULT_USERS, dataset.n_users)
+    assert (run / "true_utility.json").is_file()
+    assert lab.true_utility_of(run) == json.loads((run / "true_utility.json").read_text())["report"]
+    assert lab._with_true_utility(run, {"test": {}})["true_utility"]["true_share"] == report["true_share"]

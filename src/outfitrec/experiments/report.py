@@ -21,6 +21,7 @@ from outfitrec.data.outfits import write_text_atomic
 from outfitrec.experiments.runner import RunResult
 
 METRICS = ("auc", "ndcg", "ndcg@10", "fitb")
+TRUE_METRICS = ("true_share", "oracle_recall@10")  # Fashion-MNIST runs: metrics['true_utility'] (runner.Lab)
 FLAG_KEYS = ("fn_flagged_share", "fn_precision", "fn_recall", "fn_true_share")
 
 
@@ -45,6 +46,9 @@ def run_rows(results: list[RunResult]) -> list[dict]:
             m = r.metrics.get(split)
             for key in METRICS:
                 row[f"{split}_{key}"] = m.get(key) if isinstance(m, dict) else None
+        truth = r.metrics.get("true_utility") or {}
+        for key in TRUE_METRICS:
+            row[key] = truth.get(key)
         last = r.history[-1] if r.history else {}
         for key in FLAG_KEYS:
             row[key] = last.get(key)
@@ -78,6 +82,9 @@ def summarize(results: list[RunResult], split: str) -> list[dict]:
         row: dict = {"variant": name, "group": v.group, "x": "" if v.x is None else v.x, "n": len(runs), "note": v.note}
         for key in METRICS:
             vals = [r.metrics.get(split, {}).get(key) for r in runs]
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
+        for key in TRUE_METRICS:
+            vals = [(r.metrics.get("true_utility") or {}).get(key) for r in runs]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
         base = by_variant.get(v.baseline) if v.baseline else None
         for key in ("auc", "ndcg"):
@@ -146,8 +153,13 @@ def markdown_table(summary: list[dict], split: str) -> str:
         "backbone params",
         "train s",
     ]
-    lines = ["| " + " | ".join(head) + " |", "| --- | ---: |" + " ---: |" * (len(head) - 3) + " --- |"]
-    lines[1] = "|" + "|".join([" --- ", " ---: "] + [" ---: "] * 4 + [" --- "] + [" ---: "] * 5) + "|"
+    truth = any(not math.isnan(row.get("true_share_mean", float("nan"))) for row in summary)
+    if truth:  # Fashion-MNIST: what users get, judged by the truth (evaluate/true_utility.py)
+        head[4:4] = ["true share", "oracle R@10"]
+    lines = ["| " + " | ".join(head) + " |"]
+    lines.append(
+        "|" + "|".join([" --- ", " ---: "] + [" ---: "] * (6 if truth else 4) + [" --- "] + [" ---: "] * 5) + "|"
+    )
     for row in summary:
         cells = [
             row["variant"],
@@ -163,6 +175,9 @@ def markdown_table(summary: list[dict], split: str) -> str:
             "-" if row.get("backbone_params") is None else f"{row['backbone_params']:,}",
             _fmt(row.get("train_seconds"), 0),
         ]
+        if truth:
+            cells[4:4] = [_pm(row["true_share_mean"], row["true_share_std"], 3)]
+            cells[5:5] = [_pm(row["oracle_recall@10_mean"], row["oracle_recall@10_std"], 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -214,6 +229,14 @@ def write_results(
         "",
         markdown_table(summary, split),
     ]
+    if any(not math.isnan(row.get("true_share_mean", float("nan"))) for row in summary):
+        md += [
+            "*true share*: true utility of the run's recommended top-10 (whole catalogue, `outfitrec recommend`'s "
+            "search, training outfits excluded) as a share of the oracle's top-10, each shifted by the user's mean "
+            "utility of a random outfit; *oracle R@10*: share of the oracle's top-10 among them; 20 seeded users "
+            "(`evaluate/true_utility.py`).",
+            "",
+        ]
     if baselines:
         md += [
             "Baselines without a training loop, fitted on the same training outfits and scored on the same "

@@ -109,9 +109,16 @@ class Lab:
     """Builds configs for one dataset and scale, trains or reuses runs under `runs_root`."""
 
     def __init__(
-        self, data: str | Path, runs_root: str | Path, scale: str, progress: bool = False, no_train: bool = False
+        self,
+        data: str | Path,
+        runs_root: str | Path,
+        scale: str,
+        progress: bool = False,
+        no_train: bool = False,
+        true_utility: bool = True,
     ) -> None:
         self.data = str(data)
+        self.true_utility = true_utility  # Fashion-MNIST: each run's true-utility share / oracle recall (cached)
         self.no_train = no_train  # only collect finished runs (tables from what is done so far)
         self.missing: list[str] = []
         self.runs_root = Path(runs_root)
@@ -190,16 +197,67 @@ class Lab:
         return run_dir, metrics, history, train_seconds
 
     def run_variant(self, variant: Variant, seed: int) -> RunResult:
-        """The run of one variant and seed (the teacher variant ignores the seed: it is the shared teacher)."""
+        """The run of one variant and seed (the teacher variant ignores the seed: it is the shared teacher).
+
+        On a dataset with a ground truth, metrics['true_utility'] holds the run's true-utility share and
+        oracle recall@10 (`true_utility_of`).
+        """
         if variant.role == "teacher" and not variant.overrides:
             run_dir = self.teacher_dir(variant.data)
             metrics = _read_json(run_dir / "metrics.json")
             history = _read_json(run_dir / "history.json")
             seconds = float(sum(h.get("seconds", 0.0) for h in history))
-            return RunResult(variant, 0, run_dir, metrics, history, seconds)
+            return RunResult(variant, 0, run_dir, self._with_true_utility(run_dir, metrics), history, seconds)
         config = self.variant_config(variant, seed)
         run_dir, metrics, history, seconds = self.run_config(config, variant.name)
-        return RunResult(variant, seed, run_dir, metrics, history, seconds)
+        return RunResult(variant, seed, run_dir, self._with_true_utility(run_dir, metrics), history, seconds)
+
+    def _with_true_utility(self, run_dir: Path, metrics: dict) -> dict:
+        report = self.true_utility_of(run_dir) if self.true_utility else None
+        return metrics if report is None else {**metrics, "true_utility": report}
+
+    def true_utility_of(self, run_dir: Path) -> dict | None:
+        """The run's true-utility metrics (`evaluate/true_utility.py`, default sample and search), or None.
+
+        None when neither the run's data folder nor the experiment's dataset has a truth.npz. Computed once per
+        checkpoint: cached in RUN/true_utility.json, keyed by the checkpoint's hash and the settings.
+        """
+        from outfitrec.data.prepare import resolve_dataset_path
+        from outfitrec.evaluate import true_utility as tu
+        from outfitrec.models.checkpoint import run_data_path
+        from outfitrec.recommend.engine import checkpoint_hash
+
+        folder = run_data_path(run_dir).parent
+        if not tu.has_truth(folder):
+            # a derived folder (per-user cap): the original dataset's truth
+            folder = resolve_dataset_path(self.data).parent
+            if not tu.has_truth(folder):
+                return None
+        key = json.dumps(
+            {
+                "checkpoint": checkpoint_hash(run_dir / "model"),
+                "data": str(folder),
+                "users": tu.DEFAULT_USERS,
+                "k": tu.DEFAULT_K,
+                "search": repr(tu.SERVED),
+                "reference": repr(tu.REFERENCE),
+            },
+            sort_keys=True,
+        )
+        path = run_dir / "true_utility.json"
+        if path.is_file():
+            try:
+                cached = json.loads(path.read_text())
+                if cached.get("key") == key:
+                    return cached["report"]
+            except (OSError, ValueError, KeyError, AttributeError):
+                pass  # recomputed below
+        report = tu.evaluate_run_true_utility(run_dir, folder)
+        if report is not None:
+            from outfitrec.data.outfits import write_text_atomic
+
+            write_text_atomic(path, json.dumps({"key": key, "report": report}, indent=1) + "\n")
+        return report
 
     def run_all(self, variants: list[Variant], seeds: list[int]) -> list[RunResult]:
         """Every (variant, seed) run, seed-major so that a partial experiment already has whole seeds."""
