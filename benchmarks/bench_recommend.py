@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from outfitrec.data.outfits import Catalogue
-from outfitrec.recommend.engine import Recommender, TorchScorer, _encode_catalogue
+from outfitrec.models.scoring import TorchScorer
+from outfitrec.recommend.engine import Recommender, _encode_catalogue
 from outfitrec.recommend.search import Searcher, SearchIndex, SearchStats
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,6 @@ from outfitrec.data.outfits import DataError, Outfits
 from outfitrec.data.prepare import resolve_dataset_path
 from outfitrec.evaluate.metrics import mean_metrics
 from outfitrec.evaluate.protocol import (
-    CachedScorer,
     evaluate_model,
     evaluate_scores,
     evaluate_split,
@@ -23,6 +22,7 @@ from outfitrec.evaluate.protocol import (
 )
 from outfitrec.models.checkpoint import checkpoint_dir_of
 from outfitrec.models.outfit_model import ModelConfig, OutfitModel
+from outfitrec.models.scoring import CachedScorer
 
 
 def _outfits(users, ids) -> Outfits:

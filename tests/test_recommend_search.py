@@ -11,7 +11,7 @@ from conftest import make_tiny_model
 
 from outfitrec.cli import app
 from outfitrec.data.outfits import PAD, DataError, Outfits
-from outfitrec.recommend.engine import TorchScorer
+from outfitrec.models.scoring import TorchScorer
 from outfitrec.recommend.search import (
     Searcher,
     SearchIndex,

@@ -154,8 +154,8 @@ def score_cmd(
     """Print the model's score of one outfit for one user."""
     import numpy as np
 
-    from outfitrec.evaluate.protocol import CachedScorer
     from outfitrec.models.checkpoint import load_run
+    from outfitrec.models.scoring import CachedScorer
 
     loaded = load_run(run, data)
     dataset, model = loaded.dataset, loaded.model

@@ -27,8 +27,9 @@ import numpy as np
 from outfitrec.data.io import write_text_atomic
 from outfitrec.data.outfits import DataError, OutfitDataset
 from outfitrec.evaluate.baselines import fit_baseline
-from outfitrec.evaluate.protocol import CachedScorer, ScoreFn, evaluate_split
+from outfitrec.evaluate.protocol import ScoreFn, evaluate_split
 from outfitrec.models.checkpoint import load_run
+from outfitrec.models.scoring import CachedScorer
 
 HYBRID_FILE = "hybrid.json"
 RUN_PREFIX = "run:"

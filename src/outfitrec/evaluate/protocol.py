@@ -8,7 +8,7 @@ averaged over users (`evaluate.metrics.mean_metrics`), FITB accuracy, and the
 popularity baseline on the same candidates for reference.
 
 Models are scored with item embeddings computed once per evaluation
-(`CachedScorer`): every distinct item of the candidates goes through the item
+(`models.scoring.CachedScorer`): every distinct item of the candidates goes through the item
 encoder (the expensive CNN) exactly once, then outfits are encoded and scored
 in batches from the cached embeddings.
 """
@@ -22,7 +22,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from outfitrec.data.fitb import fitb_path
 from outfitrec.data.negatives import Candidates, candidates_path
@@ -38,70 +37,9 @@ from outfitrec.evaluate.baselines import (
 )
 from outfitrec.evaluate.metrics import fitb_accuracy, mean_metrics
 from outfitrec.models.checkpoint import load_run
+from outfitrec.models.scoring import CachedScorer
 
 ScoreFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (users [n], items [n,S], mask [n,S]) -> [n]
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-class CachedScorer:
-    """A `ScoreFn` for an OutfitModel that encodes each distinct item once.
-
-    item_ids: the items the evaluation will touch (encoded up front, in
-    batches); items met later are encoded on first use and cached too. The
-    model is put in eval mode and scored without gradients.
-    """
-
-    def __init__(self, model, item_ids: np.ndarray | None = None, batch_size: int = 512) -> None:
-        self.model = model
-        self.batch_size = int(batch_size)
-        self.device = _model_device(model)
-        self.ids = np.zeros(0, dtype=np.int64)
-        self.emb: torch.Tensor | None = None
-        if item_ids is not None:
-            self.add_items(item_ids)
-
-    @torch.no_grad()
-    def add_items(self, item_ids: np.ndarray) -> None:
-        """Encode (once) the given items that are not cached yet."""
-        ids = np.unique(np.asarray(item_ids, dtype=np.int64))
-        ids = ids[ids != PAD]
-        new = np.setdiff1d(ids, self.ids, assume_unique=True)
-        if len(new) == 0:
-            return
-        self.model.eval()
-        chunks = []
-        for start in range(0, len(new), self.batch_size * 4):
-            part = torch.as_tensor(new[start : start + self.batch_size * 4], device=self.device)
-            chunks.append(self.model.encode_items(part))
-        new_emb = torch.cat(chunks)
-        merged = np.concatenate([self.ids, new])
-        order = np.argsort(merged, kind="stable")
-        emb = new_emb if self.emb is None else torch.cat([self.emb, new_emb])
-        self.ids, self.emb = merged[order], emb[torch.as_tensor(order, device=emb.device)]
-
-    @torch.no_grad()
-    def __call__(self, users: np.ndarray, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        users = np.asarray(users, dtype=np.int64)
-        items = np.asarray(items, dtype=np.int64)
-        mask = np.asarray(mask, dtype=bool)
-        self.add_items(items[mask])
-        self.model.eval()
-        out = np.empty(len(users), dtype=np.float64)
-        for start in range(0, len(users), self.batch_size):
-            sl = slice(start, start + self.batch_size)
-            m = mask[sl]
-            rows = np.searchsorted(self.ids, np.where(m, items[sl], self.ids[0]))
-            emb = self.emb[torch.as_tensor(rows, device=self.device)]
-            m_t = torch.as_tensor(m, device=self.device)
-            z = self.model.encode_outfits(emb, m_t)
-            s = self.model.score_embeddings(torch.as_tensor(users[sl], device=self.device), z)
-            out[sl] = s.double().cpu().numpy()
-        return out
 
 
 def _score_outfits(score_fn: ScoreFn, outfits: Outfits) -> np.ndarray:

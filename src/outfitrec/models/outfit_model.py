@@ -29,6 +29,7 @@ from outfitrec.models.encoders import (
 )
 from outfitrec.models.history import HistoryScorer
 from outfitrec.models.scorer import AnchorScorer, DotScorer
+from outfitrec.models.scoring import item_grids
 from outfitrec.models.set_transformer import SetTransformer
 
 
@@ -276,14 +277,7 @@ class OutfitModel(nn.Module):
         real = items[mask]
         if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.n_items):
             raise DataError(f"model: an item id of an unmasked slot is outside 0..{self.n_items - 1}")
-        if item_table is not None:
-            flat = item_table[real]
-        else:
-            unique, inverse = torch.unique(real, return_inverse=True)
-            flat = self.encode_items(unique)[inverse]
-        grid = flat.new_zeros((*items.shape, flat.shape[-1]))
-        grid[mask] = flat
-        return grid
+        return item_grids(self.encode_items, [(items, mask)], item_table)[0]
 
     def outfit_embeddings(self, items: Tensor, mask: Tensor, item_table: Tensor | None = None) -> Tensor:
         """Outfits [..., S] (ids + mask) -> z [..., d], for scoring and for the contrastive head.

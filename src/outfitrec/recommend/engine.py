@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm import tqdm
 
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, save_npz_atomic
 from outfitrec.models.checkpoint import load_run
+from outfitrec.models.scoring import TorchScorer
 from outfitrec.recommend.fast import CollapsedScorer, FastSearcher, OutfitPool, pool_key
 from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx, item_inputs
 from outfitrec.recommend.search import (
@@ -69,34 +69,6 @@ def checkpoint_hash(checkpoint_dir: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
-
-
-class TorchScorer:
-    """`OutfitScorer` over a PyTorch `OutfitModel` (eval mode, no autograd)."""
-
-    def __init__(self, model) -> None:
-        self.model = model.eval()
-
-    def encode_items(self, item_ids: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.model.encode_items(torch.as_tensor(np.asarray(item_ids), dtype=torch.long))
-        return out.float().numpy()
-
-    def encode_outfits(self, item_emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            z = self.model.encode_outfits(
-                torch.from_numpy(np.ascontiguousarray(item_emb, np.float32)),
-                torch.from_numpy(np.ascontiguousarray(mask, bool)),
-            )
-        return z.float().numpy()
-
-    def score_embeddings(self, users: np.ndarray, z: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            s = self.model.score_embeddings(
-                torch.as_tensor(np.asarray(users), dtype=torch.long),
-                torch.from_numpy(np.ascontiguousarray(z, np.float32)),
-            )
-        return s.float().numpy()
 
 
 def _encode_catalogue(scorer, n_items: int, desc: str) -> np.ndarray:

@@ -6,7 +6,7 @@ What differs between roles is configuration only: `model.size` (the backbone),
 1. The batch (positives + K negatives, re-drawn each epoch; see batches.py)
    and, with contrastive learning, two augmented views of each of its 1 + K
    outfits. Every distinct item id of all of them goes through the item
-   encoder ONCE (`torch.unique`), which is what makes end-to-end CNN training
+   encoder ONCE (`models/scoring.py`), which is what makes end-to-end CNN training
    affordable on a CPU.
 2. Scores [B, C] from the student (C = 1 + K, or 1 + teacher_pool).
 3. With a teacher: its scores of the same candidates (frozen, eval mode, no
@@ -42,8 +42,9 @@ from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
 from outfitrec.data.prepare import load_dataset
 from outfitrec.evaluate.baselines import fit_baseline
 from outfitrec.evaluate.hybrid import is_hybrid, load_hybrid
-from outfitrec.evaluate.protocol import CachedScorer, evaluate_model, evaluate_split
+from outfitrec.evaluate.protocol import evaluate_model, evaluate_split
 from outfitrec.models.checkpoint import load_run
+from outfitrec.models.scoring import CachedScorer, outfit_embeddings_of
 from outfitrec.train.batches import Batch, EpochSampler, torch_seed
 from outfitrec.train.config import RunConfig
 from outfitrec.train.distributed import DistContext
@@ -101,7 +102,7 @@ class Teacher:
     def score(self, users: Tensor, items: Tensor, mask: Tensor) -> Tensor:
         """Scores [N] of outfits items, mask [N, S] for users [N] (no gradient)."""
         if self.model is not None:
-            (tz,) = _embed(self.model, [(items, mask)])
+            (tz,) = outfit_embeddings_of(self.model, [(items, mask)])
             return self.model.score_embeddings(users, tz)
         raw = self.score_fn(users.cpu().numpy(), items.cpu().numpy(), mask.cpu().numpy())
         out = (np.asarray(raw, dtype=np.float64) - self.offset) / self.scale
@@ -195,20 +196,6 @@ def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunC
         pos_scores, torch.as_tensor(train.users), dataset.n_users, aggregate=config.loss.threshold
     ).to(device)
     return teacher
-
-
-def _embed(model: nn.Module, groups: list[tuple[Tensor, Tensor]]) -> list[Tensor]:
-    """Outfit embeddings z for several (items [N, S], mask [N, S]) groups, each distinct item encoded once."""
-    ids = torch.cat([items.clamp(min=0).reshape(-1) for items, _ in groups])
-    uniq, inverse = torch.unique(ids, return_inverse=True)
-    item_emb = model.encode_items(uniq)[inverse]
-    out, start = [], 0
-    for items, mask in groups:
-        n = items.numel()
-        emb = item_emb[start : start + n].reshape(*items.shape, -1)
-        start += n
-        out.append(model.encode_outfits(emb, mask))
-    return out
 
 
 def make_views(
@@ -360,7 +347,7 @@ class Trainer:
                 rec_items, rec_mask, rec_cats, cfg.contrastive.augmentations, self.aug_pools, gen
             )
             groups += [view_a, view_b]
-        z = _embed(self.model, groups)
+        z = outfit_embeddings_of(self.model, groups)
         scores = self.model.score_embeddings(users.repeat_interleave(c), z[0]).reshape(b, c)
 
         teacher_scores = thresholds = None
