@@ -66,6 +66,8 @@ class HistoryScorer(nn.Module):
 
     def forward(self, users: Tensor, zc: Tensor, id_vectors) -> Tensor:
         """users [B], outfit channels zc [B, c] -> history scores [B]."""
-        unique, inverse = torch.unique(users, return_inverse=True)
+        if torch.onnx.is_in_onnx_export():  # plain gather: no Unique op in the exported graph
+            return self.gain * (zc * self.user_vectors(users, id_vectors)).sum(-1)
+        unique, inverse = torch.unique(users, return_inverse=True)  # a batch of 1 + K candidates repeats users
         h = self.user_vectors(unique, id_vectors)
         return self.gain * (zc * h[inverse]).sum(-1)
