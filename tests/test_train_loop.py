@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from outfitrec.cli import app
 from outfitrec.models.checkpoint import load_model
 from outfitrec.train.config import ConfigError
-from outfitrec.train.loop import objective, train
+from outfitrec.train.loop import Progress, early_stopping, objective, train
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,25 @@ def test_objective_fnd_with_alpha_zero_is_the_plain_softmax(tiny_data_dir):
     # with a teacher pool, L_rec sees only the first 1 + K columns, the distillation term all of them
     kd = objective(tiny_config(tiny_data_dir, loss={"kind": "kd", "teacher": "t"}), scores, 4, teacher, None)
     assert torch.equal(kd["rec"], objective(tiny_config(tiny_data_dir), scores[:, :4], 4, None, None)["rec"])
+
+
+def test_early_stopping_keeps_the_best_and_stops_after_patience_epochs_without_one():
+    p = Progress()
+    aucs = [0.60, 0.70, 0.70, 0.705, float("nan"), 0.69]  # min_delta 0.01: 0.705 is no improvement on 0.70
+    states = []
+    for auc in aucs:
+        p = early_stopping(p, auc, min_delta=0.01, patience=3)
+        states.append((p.epoch, p.best, p.best_epoch, p.bad_epochs, p.stopped, p.improved))
+    assert states == [
+        (1, 0.60, 1, 0, False, True),
+        (2, 0.70, 2, 0, False, True),
+        (3, 0.70, 2, 1, False, False),
+        (4, 0.70, 2, 2, False, False),
+        (5, 0.70, 2, 3, True, False),  # a NaN is never an improvement
+        (6, 0.70, 2, 4, True, False),
+    ]
+    assert early_stopping(Progress(), float("nan"), 0.0, 1) == Progress(epoch=1, bad_epochs=1, stopped=True)
+    assert not Progress().improved
 
 
 def test_a_fresh_run_never_overwrites_an_existing_one(teacher_run, tiny_data_dir):

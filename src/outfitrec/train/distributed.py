@@ -4,16 +4,16 @@ Nothing here is a home-made engine: process groups, collectives and gradient
 averaging are `torch.distributed` and `DistributedDataParallel`. This module is
 the thin layer that lets the one training loop (train/loop.py) and the feature
 extractor (models/features.py) run unchanged in one process and under
-`torchrun --nproc_per_node=N`. They call a few hooks of a `DistContext`:
+`torchrun --nproc_per_node=N`. The loop's distributed lines:
 
-    ctx = DistContext.from_env()              # process group from torchrun's env; a no-op context otherwise
+    ctx = DistContext.from_env()              # rank, world size: torchrun's env (else rank 0 of 1, a no-op)
     run, cfg = ctx.on_main(RunDir.open, ...)  # rank 0 does it, every rank gets the result (or its exception)
-    run = ctx.main_only(run)                  # every method call of `run` executes on rank 0 only
     device = ctx.device_for(device)           # cuda -> cuda:LOCAL_RANK
     step = ctx.data_parallel(fn, modules)     # fn(batch, ...) on this rank's shard of the batch, through DDP
-    ctx.reduce_epoch_stats(stats)             # epoch statistics reduced across ranks
+    stats = ctx.reduce_epoch_stats(stats)     # epoch statistics reduced across ranks
+    master = ctx.is_main                      # rank 0 writes the run directory and prints
     ctx.shard(indices)                        # this rank's share of a work list (feature chunks)
-    ctx.barrier(); ctx.is_main
+    ctx.barrier()
 
 Semantics (why a distributed run is the same run as a single-process one):
 
@@ -26,7 +26,7 @@ Semantics (why a distributed run is the same run as a single-process one):
   the global batch's mean loss, also for a last batch that does not split
   evenly. A rank whose share is empty (a last batch with fewer rows than
   ranks) runs one padding row with weight 0, so it still joins DDP's
-  all-reduce; side effects of that call on its arguments are discarded.
+  all-reduce; what that call returns besides its loss terms is discarded.
 * Parameters start equal (seeded; DDP also broadcasts rank 0's at wrap time),
   gradients are averaged, gradient clipping sees the averaged gradient, so the
   optimizers stay in lockstep. Validation and the final evaluation run on
@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import copy
 import dataclasses
 import functools
 import gc
@@ -84,6 +83,8 @@ ENV_TIMEOUT = "OUTFITREC_DIST_TIMEOUT_S"
 AMP_CHOICES = ("none", "bf16")
 
 T = TypeVar("T")
+# a training step: (batch, *args) -> ({term: scalar loss tensor}, anything else it reports, e.g. flag counts)
+StepFn = Callable[..., tuple[dict[str, torch.Tensor], Any]]
 
 
 def _env_int(name: str, default: int) -> int:
@@ -246,17 +247,6 @@ class DistContext:
             raise payload[1]
         return payload[1]
 
-    def main_only(self, target: T) -> T:
-        """`target` seen through a proxy whose method calls run on rank 0 only (results broadcast).
-
-        Plain attributes (paths) are read locally. Every rank must make the same
-        calls in the same order, which the loop does: its control flow depends
-        only on values that are equal on all ranks.
-        """
-        if not self.distributed:
-            return target
-        return _MainOnly(target, self)  # type: ignore[return-value]
-
     # ------------------------------------------------------------------ sharding
 
     def shard(self, items: Sequence[T] | Iterable[T]) -> list[T]:
@@ -302,10 +292,8 @@ class DistContext:
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def data_parallel(
-        self, step_fn: Callable[..., dict[str, torch.Tensor]], modules: Sequence[nn.Module | None]
-    ) -> DataParallelStep:
-        """Wrap one training step `step_fn(batch, *args) -> {term: scalar loss tensor}` for this job.
+    def data_parallel(self, step_fn: StepFn, modules: Sequence[nn.Module | None]) -> DataParallelStep:
+        """Wrap one training step `step_fn(batch, *args) -> ({term: scalar loss tensor}, extra)` for this job.
 
         `modules` are the trained modules the step uses (None entries skipped);
         they are registered with one DDP instance, which averages their
@@ -352,18 +340,18 @@ class _Stepper(nn.Module):
         super().__init__()
         self.parts = nn.ModuleList(modules)
 
-    def forward(self, closure: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def forward(self, closure: Callable[[], Any]) -> Any:
         return closure()
 
 
 class DataParallelStep:
-    """Callable `(batch, *args) -> weighted loss terms` of this rank's shard; see DistContext.data_parallel."""
+    """Callable `(batch, *args) -> (weighted loss terms, extra)` of this rank's shard; see DistContext.data_parallel."""
 
-    def __init__(self, ctx: DistContext, step_fn: Callable[..., dict[str, torch.Tensor]], modules: list[nn.Module]):
+    def __init__(self, ctx: DistContext, step_fn: StepFn, modules: list[nn.Module]):
         self.ctx = ctx
         # a bound method of the loop's trainer, which owns this step: held weakly so that trainer -> step ->
         # trainer is no reference cycle and the DDP instance dies with the trainer (see _destroy_group)
-        self._step_ref: Callable[[], Callable[..., dict[str, torch.Tensor]] | None] = (
+        self._step_ref: Callable[[], StepFn | None] = (
             weakref.WeakMethod(step_fn) if inspect.ismethod(step_fn) else lambda: step_fn
         )
         self.modules = modules
@@ -379,48 +367,21 @@ class DataParallelStep:
             )
 
     @property
-    def step_fn(self) -> Callable[..., dict[str, torch.Tensor]]:
+    def step_fn(self) -> StepFn:
         fn = self._step_ref()
         if fn is None:
             raise RuntimeError("distributed: the step's owner was freed before the step was called")
         return fn
 
-    def __call__(self, batch: Any, *args: Any) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: Any, *args: Any) -> tuple[dict[str, torch.Tensor], Any]:
+        """(the step's loss terms of this rank's shard, weighted; what else it returned, None for a padding row)."""
         local, weight, padding = self.ctx.shard_batch(batch)
-        if padding:
-            args = tuple(_scratch_copy(a) for a in args)
         closure = functools.partial(self.step_fn, local, *args)
         with self.ctx.autocast(self.device):
-            terms = self.ddp(closure) if self.ddp is not None else closure()
-        if weight == 1.0:
-            return terms
-        return {k: v * weight for k, v in terms.items()}
-
-
-def _scratch_copy(arg: Any) -> Any:
-    """A copy of a step argument whose mutation by a padding call must not count (statistics)."""
-    if isinstance(arg, (torch.Generator, torch.Tensor, nn.Module)):
-        return arg
-    return copy.deepcopy(arg)
-
-
-class _MainOnly:
-    """Proxy: attribute reads are local; method calls run on rank 0 and their result is broadcast."""
-
-    def __init__(self, target: Any, ctx: DistContext) -> None:
-        object.__setattr__(self, "_target", target)
-        object.__setattr__(self, "_ctx", ctx)
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._target, name)
-        if not callable(value):
-            return value
-
-        @functools.wraps(value)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._ctx.on_main(value, *args, **kwargs)
-
-        return call
+            terms, extra = self.ddp(closure) if self.ddp is not None else closure()
+        if weight != 1.0:
+            terms = {k: v * weight for k, v in terms.items()}
+        return terms, None if padding else extra
 
 
 def _picklable_error(exc: BaseException) -> BaseException:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from outfitrec import losses
 from outfitrec.data.augment import CategoryPools, erase_one, replace_one
 from outfitrec.data.negatives import candidates_path
+from outfitrec.data.oracle import false_negative_flags, load_truth
 from outfitrec.data.outfits import DataError, OutfitDataset, Outfits
 from outfitrec.data.prepare import load_dataset
 from outfitrec.evaluate.baselines import fit_baseline
@@ -110,8 +111,18 @@ class Teacher:
 
 
 @dataclass
+class StepFlags:
+    """The teacher's false-negative flags of one step's sampled negatives (a step returns them)."""
+
+    flagged: int
+    scored: int
+    outfits: Outfits | None = None  # the step's negatives, kept only when the dataset has a ground truth
+    values: np.ndarray | None = None  # their flags, in the same order
+
+
+@dataclass
 class EpochStats:
-    """Running sums of one epoch's losses and false-negative flags."""
+    """Running sums of one epoch's losses and false-negative flags (the epoch adds each step's results)."""
 
     sums: dict[str, float] = field(default_factory=dict)
     steps: int = 0
@@ -120,13 +131,48 @@ class EpochStats:
     flag_outfits: list[Outfits] = field(default_factory=list)
     flag_values: list[np.ndarray] = field(default_factory=list)
 
-    def add(self, terms: dict[str, Tensor]) -> None:
+    def add(self, terms: dict[str, Tensor], flags: StepFlags | None = None) -> None:
         self.steps += 1
         for k, v in terms.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+        if flags is not None:
+            self.flagged += flags.flagged
+            self.negatives_scored += flags.scored
+            if flags.outfits is not None:
+                self.flag_outfits.append(flags.outfits)
+                self.flag_values.append(flags.values)
 
     def means(self) -> dict[str, float]:
         return {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run stands: epochs done, the best validation AUC and its epoch, epochs without improvement."""
+
+    epoch: int = 0
+    best: float = -np.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    @property
+    def improved(self) -> bool:
+        """Whether the last epoch set a new best."""
+        return self.epoch > 0 and self.best_epoch == self.epoch
+
+
+def early_stopping(progress: Progress, auc: float, min_delta: float, patience: int) -> Progress:
+    """The progress after one more epoch whose validation AUC is `auc` (pure).
+
+    A new best needs auc > best + min_delta (a NaN never is one); `patience` epochs in a row without one stop
+    the run.
+    """
+    epoch = progress.epoch + 1
+    if auc > progress.best + min_delta:
+        return Progress(epoch=epoch, best=float(auc), best_epoch=epoch, bad_epochs=0, stopped=False)
+    bad = progress.bad_epochs + 1
+    return replace(progress, epoch=epoch, bad_epochs=bad, stopped=bad >= patience)
 
 
 def setup_runtime(config: RunConfig) -> torch.device:
@@ -245,94 +291,78 @@ def objective(
     return terms
 
 
+# ---------------------------------------------------------------------------------------------- set-up
+
+
+def load_training_data(config: RunConfig) -> tuple[OutfitDataset, Path, Outfits]:
+    """The prepared dataset, its folder, and the training outfits (a seeded subset with data.max_train)."""
+    dataset, data_dir = load_dataset(config.data.path)
+    train = dataset.split("train")
+    if config.data.max_train is not None and config.data.max_train < len(train):
+        keep = np.random.default_rng(config.data.seed).choice(len(train), config.data.max_train, replace=False)
+        train = train.subset(np.sort(keep))
+    return dataset, data_dir, train
+
+
+def build_sampler(config: RunConfig, dataset: OutfitDataset, train: Outfits, teacher: Teacher | None) -> EpochSampler:
+    """The epoch's batches: positives + K negatives (+ the teacher pool when a teacher distils)."""
+    use_pool = teacher is not None and config.loss.kind in DISTILL_KINDS
+    return EpochSampler(
+        train,
+        dataset.catalogue.item_category,
+        k=config.data.negatives,
+        batch_size=config.data.batch_size,
+        seed=config.data.seed,
+        hard_share=config.data.hard_share,
+        pool_size=config.loss.teacher_pool if use_pool else None,
+        step_pool=config.data.step_pool,
+    )
+
+
+def build_optimizer(config: RunConfig, modules: list[nn.Module | None]) -> torch.optim.Optimizer:
+    """AdamW or SGD (momentum 0.9) over the parameters of the trained modules."""
+    params = [p for m in modules if m is not None for p in m.parameters()]
+    o = config.optim
+    if o.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
+
+
 class Trainer:
-    """Holds the state of one run; `fit()` trains (or resumes) and returns the final metrics."""
+    """One run: set-up (__init__), `step`, `train_epoch`, `fit` (epochs, early stopping, checkpoints).
+
+    Distributed training (torchrun) shows in a few lines: every rank builds the same trainer and runs the
+    same steps on its shard of each global batch (`ctx.data_parallel`: DDP averages the gradients); rank 0
+    alone validates, evaluates and writes the run directory, TensorBoard and the progress lines
+    (`ctx.on_main`: the others wait for its result, or its exception).
+    """
 
     def __init__(self, config: RunConfig, run: RunDir, ctx: DistContext | None = None) -> None:
-        self.config = config
-        self.run = run
-        self.ctx = ctx or DistContext.single()  # dist hook: torchrun rank / world (one-process no-op by default)
-        self.device = self.ctx.device_for(setup_runtime(config))  # dist hook: cuda -> cuda:LOCAL_RANK
-        self.dataset, self.data_dir = load_dataset(config.data.path)
-        train = self.dataset.split("train")
-        if config.data.max_train is not None and config.data.max_train < len(train):
-            keep = np.random.default_rng(config.data.seed).choice(len(train), config.data.max_train, replace=False)
-            train = train.subset(np.sort(keep))
-        self.train_split = train
+        self.config, self.run = config, run
+        self.ctx = ctx or DistContext.single()  # rank and world size (one process: rank 0 of 1)
+        self.device = self.ctx.device_for(setup_runtime(config))  # a GPU run: cuda:LOCAL_RANK
+        self.dataset, self.data_dir, self.train_split = load_training_data(config)
         self.model = build_model(config, self.dataset, self.device)
         cl = config.contrastive
         self.head = ProjectionHead(config.model.dim, cl.projection_dim).to(self.device) if cl.enabled else None
         self.teacher = (
-            load_teacher(config.loss.teacher, self.dataset, train, config, self.device) if config.loss.teacher else None
+            load_teacher(config.loss.teacher, self.dataset, self.train_split, config, self.device)
+            if config.loss.teacher
+            else None
         )
-        use_pool = self.teacher is not None and config.loss.kind in DISTILL_KINDS
-        self.sampler = EpochSampler(
-            train,
-            self.dataset.catalogue.item_category,
-            k=config.data.negatives,
-            batch_size=config.data.batch_size,
-            seed=config.data.seed,
-            hard_share=config.data.hard_share,
-            pool_size=config.loss.teacher_pool if use_pool else None,
-            step_pool=config.data.step_pool,
-        )
+        self.sampler = build_sampler(config, self.dataset, self.train_split, self.teacher)
         self.aug_pools = CategoryPools.from_dict(self.sampler.pools)
-        params = list(self.model.parameters()) + (list(self.head.parameters()) if self.head else [])
-        o = config.optim
-        if o.optimizer == "adamw":
-            self.optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
-        # dist hook: step() on this rank's shard of each global batch, gradients averaged by DDP (+ bf16 autocast)
+        self.optimizer = build_optimizer(config, [self.model, self.head])
+        # this rank's shard of each global batch through `step`, gradients averaged over ranks (+ bf16 autocast)
         self.train_step = self.ctx.data_parallel(self.step, [self.model, self.head])
         self.truth = _load_truth(self.data_dir)
-        # progress of the run (restored on resume)
-        self.epoch = 0
-        self.best = -np.inf
-        self.best_epoch = -1
-        self.bad_epochs = 0
-        self.stopped = False
+        self.progress = Progress()  # restored on resume
         self.history: list[dict] = []
-
-    # ------------------------------------------------------------------ state
-
-    def state(self) -> tuple[dict[str, Tensor], dict]:
-        tensors = module_tensors(self.model, "model.")
-        if self.head is not None:
-            tensors.update(module_tensors(self.head, "head."))
-        opt_tensors, opt_meta = flatten_optimizer(self.optimizer)
-        rng_tensors, rng_meta = rng_states()
-        tensors.update(opt_tensors)
-        tensors.update(rng_tensors)
-        meta = {
-            "epoch": self.epoch,
-            "best": None if not np.isfinite(self.best) else self.best,
-            "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs,
-            "stopped": self.stopped,
-            "history": self.history,
-            "optimizer": opt_meta,
-            "rng": rng_meta,
-            "saved": now_iso(),
-        }
-        return tensors, meta
-
-    def restore(self, tensors: dict[str, Tensor], meta: dict) -> None:
-        load_module_tensors(self.model, tensors, "model.")
-        if self.head is not None:
-            load_module_tensors(self.head, tensors, "head.")
-        self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
-        restore_rng_states(tensors, meta["rng"])
-        self.epoch = int(meta["epoch"])
-        self.best = -np.inf if meta["best"] is None else float(meta["best"])
-        self.best_epoch = int(meta["best_epoch"])
-        self.bad_epochs = int(meta["bad_epochs"])
-        self.stopped = bool(meta["stopped"])
-        self.history = list(meta["history"])
 
     # ------------------------------------------------------------------ one step
 
-    def step(self, batch: Batch, gen: torch.Generator, stats: EpochStats) -> dict[str, Tensor]:
+    def step(self, batch: Batch, gen: torch.Generator) -> tuple[dict[str, Tensor], StepFlags | None]:
+        """The loss terms of one batch and, with a teacher, its false-negative flags of the sampled negatives."""
         cfg, dev = self.config, self.device
         b, c, s = batch.items.shape
         users = torch.as_tensor(batch.users, device=dev)
@@ -350,17 +380,15 @@ class Trainer:
         z = outfit_embeddings_of(self.model, groups)
         scores = self.model.score_embeddings(users.repeat_interleave(c), z[0]).reshape(b, c)
 
-        teacher_scores = thresholds = None
+        teacher_scores = thresholds = flags = None
         if self.teacher is not None:
             with torch.no_grad():
                 teacher_scores = self.teacher.score(users.repeat_interleave(c), items, mask).reshape(b, c)
                 thresholds = self.teacher.thresholds[users]
-                flags = losses.fnd_flags(teacher_scores, thresholds)
-            stats.flagged += int(flags.sum())
-            stats.negatives_scored += int(flags.numel())
+                flagged = losses.fnd_flags(teacher_scores, thresholds)
+            flags = StepFlags(int(flagged.sum()), int(flagged.numel()))
             if self.truth is not None:
-                stats.flag_outfits.append(batch.negatives())
-                stats.flag_values.append(flags.cpu().numpy().reshape(-1))
+                flags.outfits, flags.values = batch.negatives(), flagged.cpu().numpy().reshape(-1)
 
         terms = objective(cfg, scores, batch.n_rec, teacher_scores, thresholds)
         if self.head is not None:
@@ -369,11 +397,12 @@ class Trainer:
             terms["cl"] = cl.weight * losses.nt_xent(self.head(z[1]), self.head(z[2]), cl.temperature, group)
         if cfg.loss.anchor_weight > 0:
             terms["reg"] = cfg.loss.anchor_weight * regularizer(self.model, users)
-        return terms
+        return terms, flags
 
-    # ------------------------------------------------------------------ epochs
+    # ------------------------------------------------------------------ one epoch
 
     def train_epoch(self, epoch: int, writer) -> dict:
+        """One pass over the epoch's batches; its record (losses, flag statistics, seconds) for history.json."""
         cfg = self.config
         seed = torch_seed(cfg.data.seed, epoch)
         torch.manual_seed(seed)  # dropout of this epoch
@@ -387,12 +416,12 @@ class Trainer:
             self.sampler.epoch(epoch),
             total=self.sampler.n_batches,
             desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-            disable=None if cfg.runtime.progress and self.ctx.is_main else True,  # dist hook: rank 0's bar
+            disable=None if cfg.runtime.progress and self.ctx.is_main else True,  # rank 0's bar
             leave=False,
         )
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for i, batch in enumerate(bar):
-            terms = self.train_step(batch, gen, stats)  # dist hook (= self.step in one process)
+            terms, flags = self.train_step(batch, gen)  # this rank's shard (= self.step in one process)
             loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -400,7 +429,7 @@ class Trainer:
                 nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             self.optimizer.step()
             terms = {"loss": loss, **terms}
-            stats.add(terms)
+            stats.add(terms, flags)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch + 1}, step {i}: loss is {float(loss.detach())}; lower optim.lr")
             step = epoch * self.sampler.n_batches + i + 1  # global step, 1-based: epoch e ends at (e+1) * n_batches
@@ -408,7 +437,7 @@ class Trainer:
                 for k, v in terms.items():
                     writer.add_scalar(f"train_step/{k}", float(v.detach()), step)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        self.ctx.reduce_epoch_stats(stats)  # dist hook: losses and flag counts of the global batches
+        stats = self.ctx.reduce_epoch_stats(stats)  # the global batches' losses and flag counts (sum over ranks)
         record = {"epoch": epoch + 1, "seconds": time.perf_counter() - start, "steps": stats.steps}
         record.update({f"train_{k}": v for k, v in stats.means().items()})
         record.update(self._flag_stats(stats))
@@ -422,8 +451,6 @@ class Trainer:
             "fn_flagged_share": stats.flagged / max(stats.negatives_scored, 1),
         }
         if self.truth is not None and stats.flag_outfits:
-            from outfitrec.data.oracle import false_negative_flags
-
             neg = Outfits.concat(stats.flag_outfits)
             flags = np.concatenate(stats.flag_values)
             true = np.asarray(false_negative_flags(self.truth, neg.users, neg.items, neg.mask), dtype=bool)
@@ -440,47 +467,88 @@ class Trainer:
         self.model.train()
         return out
 
+    # ------------------------------------------------------------------ the run
+
     def fit(self, resume: bool = False) -> dict:
-        cfg, run = self.config, self.run
+        """Train the remaining epochs (early stopping, a checkpoint per epoch); the final metrics of the best model."""
+        cfg, ctx = self.config, self.ctx
+        master = ctx.is_main  # rank 0: the one process that writes files and prints
         if resume:
-            saved = run.load_state()
+            saved = ctx.on_main(self.run.load_state)  # rank 0 reads the resume state, every rank gets it
             if saved is not None:
                 self.restore(*saved)
-                # a resume may raise the epoch budget or the patience: re-decide early stopping
-                self.stopped = self.bad_epochs >= cfg.optim.patience
         # a killed run may have logged steps past its last checkpoint: purge them (epoch e ends at step e * n)
-        writer = _writer(run.tb_dir, self.epoch * self.sampler.n_batches + 1) if self.ctx.is_main else None  # dist hook
+        writer = _writer(self.run.tb_dir, self.progress.epoch * self.sampler.n_batches + 1) if master else None
         try:
-            while self.epoch < cfg.optim.epochs and not self.stopped:
-                record = self.train_epoch(self.epoch, writer)
-                valid = self.ctx.on_main(self.validate)  # dist hook: rank 0 validates, every rank gets the result
+            while self.progress.epoch < cfg.optim.epochs and not self.progress.stopped:
+                record = self.train_epoch(self.progress.epoch, writer)
+                valid = ctx.on_main(self.validate)  # rank 0 validates, every rank gets the result
                 record.update({f"valid_{k}": v for k, v in valid.items() if k != "n_positives"})
-                auc = valid["auc"]
-                improved = bool(auc > self.best + cfg.optim.min_delta)
-                self.epoch += 1
-                if improved:
-                    self.best, self.best_epoch, self.bad_epochs = auc, self.epoch, 0
-                    run.save_best(self.model, {"epoch": self.epoch, "valid": valid, "run": cfg.name})
-                else:
-                    self.bad_epochs += 1
-                    self.stopped = self.bad_epochs >= cfg.optim.patience
-                record["best_epoch"] = self.best_epoch
+                self.progress = early_stopping(self.progress, valid["auc"], cfg.optim.min_delta, cfg.optim.patience)
+                record["best_epoch"] = self.progress.best_epoch
                 self.history.append(record)
-                run.save_state(*self.state())
-                run.write_history(self.history)
-                if writer is not None:
-                    for k, v in record.items():
-                        if isinstance(v, (int, float)) and k != "epoch":
-                            writer.add_scalar(f"epoch/{k}", v, self.epoch * self.sampler.n_batches)
-                    writer.flush()
-                if cfg.runtime.progress and self.ctx.is_main:  # dist hook: rank 0 prints
-                    tqdm.write(_epoch_line(record))
+                ctx.on_main(self.checkpoint, valid)  # rank 0 writes; every rank raises its error, if any
+                if master:
+                    _log_epoch(writer, record, self.progress.epoch * self.sampler.n_batches, cfg.runtime.progress)
         finally:
             if writer is not None:
                 writer.close()
-        metrics = self.ctx.on_main(self.final_metrics)  # dist hook: rank 0 evaluates, result broadcast
-        run.write_metrics(metrics)
-        run.update_run_info(finished=now_iso(), epochs=self.epoch, best_epoch=self.best_epoch)
+        return ctx.on_main(self.finish)  # rank 0 evaluates and writes metrics.json, every rank gets them
+
+    def checkpoint(self, valid: dict) -> None:
+        """The epoch's files: the best model (when it improved), the resume state, history.json."""
+        if self.progress.improved:
+            meta = {"epoch": self.progress.epoch, "valid": valid, "run": self.config.name}
+            self.run.save_best(self.model, meta)
+        self.run.save_state(*self.state())
+        self.run.write_history(self.history)
+
+    def state(self) -> tuple[dict[str, Tensor], dict]:
+        """The resume state: tensors (model, head, optimizer, RNG) and JSON metadata (progress, history)."""
+        tensors = module_tensors(self.model, "model.")
+        if self.head is not None:
+            tensors.update(module_tensors(self.head, "head."))
+        opt_tensors, opt_meta = flatten_optimizer(self.optimizer)
+        rng_tensors, rng_meta = rng_states()
+        tensors.update(opt_tensors)
+        tensors.update(rng_tensors)
+        p = self.progress
+        meta = {
+            "epoch": p.epoch,
+            "best": None if not np.isfinite(p.best) else p.best,
+            "best_epoch": p.best_epoch,
+            "bad_epochs": p.bad_epochs,
+            "stopped": p.stopped,
+            "history": self.history,
+            "optimizer": opt_meta,
+            "rng": rng_meta,
+            "saved": now_iso(),
+        }
+        return tensors, meta
+
+    def restore(self, tensors: dict[str, Tensor], meta: dict) -> None:
+        """Continue from a resume state; a resume may raise the epoch budget or the patience: re-decide stopping."""
+        load_module_tensors(self.model, tensors, "model.")
+        if self.head is not None:
+            load_module_tensors(self.head, tensors, "head.")
+        self.optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
+        restore_rng_states(tensors, meta["rng"])
+        bad_epochs = int(meta["bad_epochs"])
+        self.progress = Progress(
+            epoch=int(meta["epoch"]),
+            best=-np.inf if meta["best"] is None else float(meta["best"]),
+            best_epoch=int(meta["best_epoch"]),
+            bad_epochs=bad_epochs,
+            stopped=bad_epochs >= self.config.optim.patience,
+        )
+        self.history = list(meta["history"])
+
+    def finish(self) -> dict:
+        """The final metrics (metrics.json) and the run's end in run.json."""
+        metrics = self.final_metrics()
+        self.run.write_metrics(metrics)
+        p = self.progress
+        self.run.update_run_info(finished=now_iso(), epochs=p.epoch, best_epoch=p.best_epoch)
         return metrics
 
     def final_metrics(self) -> dict:
@@ -488,7 +556,7 @@ class Trainer:
         if not (self.run.model_dir / "model.json").is_file():
             raise DataError(f"{self.run.model_dir}: no best checkpoint was saved (validation AUC never finite?)")
         model = load_run(self.run.model_dir, dataset=self.dataset, device=self.device).model
-        out: dict = {"best_epoch": self.best_epoch, "epochs": self.epoch, "name": self.config.name}
+        out: dict = {"best_epoch": self.progress.best_epoch, "epochs": self.progress.epoch, "name": self.config.name}
         popularity = {}
         for split in ("valid", "test"):
             if not candidates_path(self.data_dir, split).is_file():
@@ -505,6 +573,16 @@ class Trainer:
         return out
 
 
+def _log_epoch(writer, record: dict, step: int, progress: bool) -> None:
+    """The epoch's record as TensorBoard scalars and, with runtime.progress, one printed line."""
+    for k, v in record.items():
+        if isinstance(v, (int, float)) and k != "epoch":
+            writer.add_scalar(f"epoch/{k}", v, step)
+    writer.flush()
+    if progress:
+        tqdm.write(_epoch_line(record))
+
+
 def _epoch_line(record: dict) -> str:
     keys = ("train_loss", "valid_auc", "valid_ndcg", "fn_flagged_share", "fn_precision", "fn_recall", "seconds")
     parts = [f"epoch {record['epoch']}"] + [f"{k}={record[k]:.4f}" for k in keys if k in record]
@@ -519,12 +597,8 @@ def _writer(tb_dir: Path, purge_step: int):
 
 
 def _load_truth(data_dir: Path):
-    """The Fashion-MNIST ground truth of the dataset folder, or None (no truth.npz, or no oracle module)."""
+    """The Fashion-MNIST ground truth of the dataset folder, or None (no truth.npz)."""
     if not (data_dir / "truth.npz").is_file():
-        return None
-    try:
-        from outfitrec.data.oracle import load_truth
-    except ImportError:
         return None
     return load_truth(data_dir / "truth.npz")
 
@@ -537,8 +611,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
     never got that far. The run directory gets config.yaml, model/ (the best
     checkpoint, by validation AUC), last/, metrics.json, history.json and tb/.
     Raises DataError / ConfigError for bad data or settings, FloatingPointError
-    when the loss stops being finite.
+    when the loss stops being finite. Under torchrun every rank calls it; rank 0
+    alone writes the run directory.
     """
-    ctx = DistContext.from_env()  # dist hook: joins torchrun's process group (no-op in one process)
-    run, config = ctx.on_main(RunDir.open, run_dir, config, resume)  # dist hook: rank 0 creates the run dir
-    return Trainer(config, ctx.main_only(run), ctx).fit(resume=resume)  # dist hook: run-dir writes on rank 0
+    ctx = DistContext.from_env()  # rank / world size from torchrun's environment (else rank 0 of 1)
+    run, config = ctx.on_main(RunDir.open, run_dir, config, resume)  # rank 0 creates or reopens the run directory
+    return Trainer(config, run, ctx).fit(resume=resume)
