@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,65 +41,30 @@ GRAPHS = ("item_encoder", "outfit_encoder", "user_scorer", "outfit_scorer")
 MANIFEST = "manifest.json"
 
 
-class _CnnItemGraph(nn.Module):
-    """uint8 pixels [n, C, H, W] -> item embeddings, as CNNEncoder.forward reads pixels."""
+class _Graph(nn.Module):
+    """One exported graph: `fn(*inputs)` over the parameters of `owner` (registered, so the export sees them)."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, owner: nn.Module, fn: Callable[..., Tensor]) -> None:
         super().__init__()
-        self.encoder = encoder
+        self.owner = owner
+        self.fn = fn
 
-    def forward(self, pixels: Tensor) -> Tensor:
-        x = pixels.float() / 127.5 - 1.0
-        return self.encoder.head(self.encoder.backbone(x))
-
-
-class _FeatureItemGraph(nn.Module):
-    """float features [n, F] -> item embeddings (FeatureEncoder's head)."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.encoder.head(features)
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.fn(*inputs)
 
 
-class _IdItemGraph(nn.Module):
-    """item ids [n] -> item embeddings (IdEncoder with its category table baked in)."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, item_ids: Tensor) -> Tensor:
-        return self.encoder(item_ids)
-
-
-class _OutfitEncoderGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, item_emb: Tensor, mask: Tensor) -> Tensor:
-        return self.model.encode_outfits(item_emb, mask)
+def _item_graph(encoder: nn.Module, kind: str) -> _Graph:
+    """The item encoder's graph: uint8 pixels [n, C, H, W] (as CNNEncoder.forward reads them), float features
+    [n, F] (FeatureEncoder's head) or item ids [n] (IdEncoder, its category table baked in) -> item embeddings."""
+    if kind == "pixels":
+        return _Graph(encoder, lambda pixels: encoder.head(encoder.backbone(pixels.float() / 127.5 - 1.0)))
+    if kind == "features":
+        return _Graph(encoder, encoder.head)
+    return _Graph(encoder, encoder)
 
 
-class _UserScorerGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, users: Tensor, z: Tensor) -> Tensor:
-        return self.model.score_embeddings(users, z)
-
-
-class _OutfitScorerGraph(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, users: Tensor, item_emb: Tensor, mask: Tensor) -> Tensor:
-        return self.model.score_embeddings(users, self.model.encode_outfits(item_emb, mask))
+def _outfit_scorer(model: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    return lambda users, item_emb, mask: model.score_embeddings(users, model.encode_outfits(item_emb, mask))
 
 
 def encoder_kind(model: nn.Module) -> str:
@@ -164,7 +130,6 @@ def export_onnx(model: nn.Module, out_dir: str | Path, checkpoint_sha256: str = 
     kind = encoder_kind(model)
     example_ids = np.arange(min(2, model.n_items))
     example = torch.from_numpy(item_inputs(model, example_ids))
-    item_graph = {"pixels": _CnnItemGraph, "features": _FeatureItemGraph, "item_ids": _IdItemGraph}[kind]
     dim = model.config.dim
     emb = torch.randn(2, 3, dim, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[True, True, False], [True, True, True]])
@@ -173,9 +138,10 @@ def export_onnx(model: nn.Module, out_dir: str | Path, checkpoint_sha256: str = 
     batch_seq = {0: "batch", 1: "slots"}
     paths = {name: out_dir / f"{name}.onnx" for name in GRAPHS}
     with torch.no_grad():
-        _export(item_graph(model.item_encoder), (example,), paths["item_encoder"], [kind], "item_emb", {kind: {0: "n"}})
+        item_graph = _item_graph(model.item_encoder, kind)
+        _export(item_graph, (example,), paths["item_encoder"], [kind], "item_emb", {kind: {0: "n"}})
         _export(
-            _OutfitEncoderGraph(model),
+            _Graph(model, model.encode_outfits),
             (emb, mask),
             paths["outfit_encoder"],
             ["item_emb", "mask"],
@@ -184,9 +150,10 @@ def export_onnx(model: nn.Module, out_dir: str | Path, checkpoint_sha256: str = 
         )
         batch = {0: "batch"}
         scorer_axes = {"users": batch, "z": batch}
-        _export(_UserScorerGraph(model), (users, z), paths["user_scorer"], ["users", "z"], "scores", scorer_axes)
+        user_scorer = _Graph(model, model.score_embeddings)
+        _export(user_scorer, (users, z), paths["user_scorer"], ["users", "z"], "scores", scorer_axes)
         _export(
-            _OutfitScorerGraph(model),
+            _Graph(model, _outfit_scorer(model)),
             (users, emb, mask),
             paths["outfit_scorer"],
             ["users", "item_emb", "mask"],
