@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -139,6 +140,19 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def hash_file(digest, path: str | Path):
+    """`digest` (a hashlib object) updated with the bytes of the file at `path`, read in 1 MiB blocks."""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    return hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def read_manifest(folder: str | Path) -> dict | None:

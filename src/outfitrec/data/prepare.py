@@ -14,13 +14,19 @@ when no question can be drawn).
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
 from outfitrec.data.difashion import load_difashion
 from outfitrec.data.fitb import FitbQuestions, fitb_path, write_fitb_files
-from outfitrec.data.io import atomic_folder, check_output_folder, image_folders, read_manifest, write_manifest
+from outfitrec.data.io import (
+    atomic_folder,
+    check_output_folder,
+    file_sha256,
+    image_folders,
+    read_manifest,
+    write_manifest,
+)
 from outfitrec.data.negatives import check_seed, provenance, write_candidate_files
 from outfitrec.data.outfits import DataError, OutfitDataset
 from outfitrec.data.plain import read_plain, write_plain
@@ -133,14 +139,6 @@ def folder_facts(dataset: OutfitDataset, dataset_file: Path, **extra) -> dict:
         },
         **extra,
     }
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def warn_training_leaks(dataset: OutfitDataset) -> None:

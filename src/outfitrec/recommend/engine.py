@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from outfitrec.data.io import hash_file
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, save_npz_atomic
 from outfitrec.models.checkpoint import load_run
 from outfitrec.models.scoring import TorchScorer
@@ -65,9 +66,7 @@ def checkpoint_hash(checkpoint_dir: str | Path) -> str:
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        hash_file(digest, path)
     return digest.hexdigest()
 
 

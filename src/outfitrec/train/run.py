@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from outfitrec.data.io import atomic_file
+from outfitrec.data.io import atomic_file, file_sha256
 from outfitrec.data.outfits import write_text_atomic
 from outfitrec.train.config import ConfigError, RunConfig, config_from_dict
 
@@ -288,7 +288,7 @@ class RunDir:
         self.last_dir.mkdir(parents=True, exist_ok=True)
         name = f"state-{int(meta['epoch']):05d}.safetensors"
         save_tensors_atomic(self.last_dir / name, tensors)
-        body = {**meta, "tensors": name, "tensors_sha256": _file_sha256(self.last_dir / name)}
+        body = {**meta, "tensors": name, "tensors_sha256": file_sha256(self.last_dir / name)}
         write_json_atomic(self.last_dir / STATE_JSON, {**body, "checksum": _json_sha256(body)})
         for p in self.last_dir.glob("state-*.safetensors"):
             if p.name != name:
@@ -313,7 +313,7 @@ class RunDir:
         tensors_path = self.last_dir / meta["tensors"]
         if not tensors_path.is_file():
             raise ConfigError(f"{path}: names {meta['tensors']}, which is missing; {hint}")
-        if "tensors_sha256" in meta and _file_sha256(tensors_path) != meta["tensors_sha256"]:
+        if "tensors_sha256" in meta and file_sha256(tensors_path) != meta["tensors_sha256"]:
             raise ConfigError(f"{tensors_path}: resume state is truncated or edited (SHA-256 differs); {hint}")
         try:
             tensors = load_file(str(tensors_path))
@@ -352,14 +352,6 @@ def _check_run_device(config: RunConfig) -> None:
         check_device(config.runtime.device)
     except DataError as exc:
         raise ConfigError(f"runtime.device: {exc}") from None
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _json_sha256(obj: Any) -> str:
