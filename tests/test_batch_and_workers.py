@@ -112,10 +112,12 @@ def test_cli_serve_workers_starts_uvicorn_with_the_factory(tiny_run, monkeypatch
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda target, **kw: seen.update(target=target, **kw))
     monkeypatch.delenv(factory.ENV, raising=False)
-    result = CliRunner().invoke(app, ["serve", str(tiny_run), "--workers", "2", "--port", "8765"])
+    args = ["serve", str(tiny_run), "--workers", "2", "--port", "8765", "--result-cache", "0"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert seen["target"] == "outfitrec.serve.factory:app_factory" and seen["factory"] and seen["workers"] == 2
     assert seen["host"] == "127.0.0.1"
     import os
 
     assert str(tiny_run) in os.environ[factory.ENV]
+    assert factory.load_from_environment().result_cache_size == 0  # what each worker loads

@@ -85,7 +85,13 @@ def test_beam_recall_and_work(setup, exact_top10):
     for user, exact_recs in exact_top10.items():
         exact = set(_sets(exact_recs))
         stats = SearchStats()
-        beam = set(_sets(search(scorer, index, user, [TEMPLATE], k=10, beam_width=16, shortlist=12, stats=stats)))
+        beam = set(
+            _sets(
+                search(
+                    scorer, index, user, [TEMPLATE], k=10, beam_width=16, shortlist=12, refine_rounds=10, stats=stats
+                )
+            )
+        )
         plain = search(scorer, index, user, [TEMPLATE], k=10, beam_width=16, shortlist=12, refine_rounds=0)
         recalls.append(len(exact & beam) / 10)
         plain_recalls.append(len(exact & set(_sets(plain))) / 10)

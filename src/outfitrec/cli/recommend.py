@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
             from outfitrec.recommend.batch import parse_shard, recommend_all
 
             i, n = parse_shard(shard)
-            rec = load_recommender(run, data, backend)
+            rec = load_recommender(run, data, backend, pool=True)  # the pool answers default requests
             summary = recommend_all(rec, out, k, (i, n), params, diverse=diverse)
             rate = summary["users_per_second"]
             print(
@@ -166,6 +166,7 @@ def register(app: typer.Typer) -> None:
         pool: bool = typer.Option(
             True, "--pool/--no-pool", help="answer default requests from the cached pool of strong outfits"
         ),
+        result_cache: int = typer.Option(4096, "--result-cache", min=0, help="answers kept per worker (0: none)"),
     ) -> None:
         """Serve recommendations over HTTP (FastAPI + uvicorn) with a web page at /.
 
@@ -180,12 +181,14 @@ def register(app: typer.Typer) -> None:
         from outfitrec.serve.factory import serve_environment
 
         rec = load_recommender(run, data, backend, pool=pool)
+        rec.result_cache_size = result_cache
         print(f"outfitrec: serving {run} on http://{host}:{port}/ with {workers} worker(s) (OpenAPI at /docs)")
         if workers == 1:
             uvicorn.run(create_app(rec), host=host, port=port, log_level="warning")
             return
         del rec  # the workers load the cached index and pool
-        os.environ.update(serve_environment(str(run), None if data is None else str(data), backend, pool))
+        data_arg = None if data is None else str(data)
+        os.environ.update(serve_environment(str(run), data_arg, backend, pool, result_cache=result_cache))
         uvicorn.run(
             "outfitrec.serve.factory:app_factory",
             factory=True,

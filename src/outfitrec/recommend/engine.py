@@ -95,6 +95,7 @@ class Recommender:
         self.pool: OutfitPool | None = None
         self._results: OrderedDict[tuple, list[Recommendation]] = OrderedDict()
         self._results_lock = threading.Lock()
+        self.result_cache_size = RESULT_CACHE  # 0: every request searches (benchmarks)
         self.scorer = scorer
         self.index = index
         self.templates = templates_from_dataset(
@@ -333,8 +334,9 @@ class Recommender:
                 recs = self.searcher.search(user, chosen, k, (), exclude, diverse, exact, stats, params)
             recs = self._renumber(recs, templates)
         with self._results_lock:
-            self._results[key] = list(recs)
-            if len(self._results) > RESULT_CACHE:
+            if self.result_cache_size > 0:
+                self._results[key] = list(recs)
+            while len(self._results) > self.result_cache_size:
                 self._results.popitem(last=False)
         return recs
 

@@ -18,10 +18,12 @@ import os
 ENV = "OUTFITREC_SERVE"
 
 
-def serve_environment(run: str, data: str | None, backend: str, pool: bool, threads: int = 1) -> dict[str, str]:
+def serve_environment(
+    run: str, data: str | None, backend: str, pool: bool, threads: int = 1, result_cache: int | None = None
+) -> dict[str, str]:
     """The environment variable that tells `app_factory` what to load."""
     spec = {"run": str(run), "data": None if data is None else str(data), "backend": backend, "pool": pool}
-    spec["threads"] = threads
+    spec |= {"threads": threads, "result_cache": result_cache}
     return {ENV: json.dumps(spec)}
 
 
@@ -36,9 +38,10 @@ def load_from_environment():
         raise RuntimeError(f"outfitrec serve: {ENV} is not set; start workers with `outfitrec serve RUN --workers N`")
     spec = json.loads(raw)
     torch.set_num_threads(int(spec.get("threads", 1)))
-    return Recommender.from_run(
-        spec["run"], spec.get("data"), spec.get("backend", "torch"), pool=spec.get("pool", True)
-    )
+    rec = Recommender.from_run(spec["run"], spec.get("data"), spec.get("backend", "torch"), pool=spec.get("pool", True))
+    if spec.get("result_cache") is not None:
+        rec.result_cache_size = int(spec["result_cache"])
+    return rec
 
 
 def app_factory():
