@@ -176,9 +176,16 @@ def test_backbone_study_adds_the_tiny_id_student_on_id_data_only(tiny_data_dir, 
 def test_a_variant_can_name_its_own_teacher(lab_results):
     lab, _, _ = lab_results
     teachers = {v.name: v for v in definitions.teachers_variants("smoke")}
-    assert {"teacher", "student", "fnd+kd", "kd-ease", "fnd+kd-ease", "kd-puresvd"} <= set(teachers)
-    assert lab.variant_config(teachers["kd-ease"], 0).loss.teacher == "baseline:ease"
+    assert {"teacher", "hybrid", "student", "fnd+kd", "kd-hybrid", "fnd+kd-hybrid", "fnd+kd-ease"} <= set(teachers)
+    assert lab.variant_config(teachers["fnd+kd-ease"], 0).loss.teacher == "baseline:ease"
     # without its own teacher a distilling variant reads the shared teacher run
     assert lab.variant_config(teachers["fnd+kd"], 0).loss.teacher == str(lab.teacher_dir())
-    result = lab.run_variant(teachers["fnd+kd-ease"], 0)
-    assert result.run_dir.is_dir() and 0.0 <= result.metrics["test"]["auc"] <= 1.0
+    # the hybrid: the shared teacher mixed with EASE and PureSVD on validation, one row, and a teacher
+    hybrid = lab.run_variant(teachers["hybrid"], 0)
+    assert {"valid", "test"} <= set(hybrid.metrics) and (hybrid.run_dir / "hybrid.json").is_file()
+    assert lab.variant_config(teachers["kd-hybrid"], 1).loss.teacher == str(hybrid.run_dir)
+    result = lab.run_variant(teachers["fnd+kd-hybrid"], 0)
+    assert 0.0 <= result.metrics["test"]["auc"] <= 1.0
+    # on id data the students are the tiny preset
+    ids = {v.name: v for v in definitions.teachers_variants("smoke", "ids")}
+    assert ids["student"].overrides["model"]["size"] == "tiny"

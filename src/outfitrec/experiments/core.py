@@ -50,7 +50,7 @@ TITLES = {
     "augment": "Contrastive learning: augmentation ablation",
     "backbone": "Backbone size and embedding size",
     "batch": "Batch size",
-    "teachers": "Which teacher to distil from: the trained teacher run or a collaborative baseline (EASE, PureSVD)",
+    "teachers": "Which teacher to distil from: the trained teacher run, EASE, or their hybrid (+ PureSVD)",
 }
 
 
@@ -134,6 +134,8 @@ def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:
         return definitions.cold_variants(scale, cold_dirs)
     if name == "backbone":
         return definitions.backbone_variants(scale, lab.kind)
+    if name == "teachers":
+        return definitions.teachers_variants(scale, lab.kind)
     return definitions.TRAINING_EXPERIMENTS[name](scale)
 
 

@@ -8,7 +8,7 @@ trained with the same seed (same initialisation, same negatives).
 
 from __future__ import annotations
 
-from outfitrec.experiments.runner import Variant
+from outfitrec.experiments.runner import HYBRID_TEACHER, Variant
 from outfitrec.experiments.scales import DISTILL
 
 CL = {"contrastive": {"enabled": True, "weight": 0.1, "temperature": 0.2, "augmentations": "both", "scope": "within"}}
@@ -182,25 +182,36 @@ def hard_variants(scale: str) -> list[Variant]:
     ]
 
 
-def teachers_variants(scale: str) -> list[Variant]:
-    """Which teacher to distil from: the trained teacher run, or a collaborative baseline (EASE, PureSVD).
+def teachers_variants(scale: str, kind: str = "images") -> list[Variant]:
+    """Which teacher to distil from: the trained teacher run, a collaborative baseline, or their hybrid.
 
     FND and KD only read the teacher's scores of each step's sampled candidates, so any scorer can teach
-    (`loss.teacher: baseline:NAME`); on real logs EASE is stronger than a trained teacher can be.
+    (`loss.teacher: baseline:NAME`, or a hybrid folder: the teacher run mixed with EASE and PureSVD, the
+    weights chosen on validation, `Lab.hybrid_dir`). On id data (kind "ids") the students are the `tiny`
+    preset (under 1/20 of the teacher's backbone).
     """
     alpha = DISTILL[scale]["alpha"]
-    fnd_kd = _merge(_fnd(alpha), {"loss": {"kind": "fnd+kd"}})
-    out = [
+    small = {"model": {"size": "tiny"}} if kind == "ids" else {}
+    fnd = _merge(small, _fnd(alpha))
+    fnd_kd = _merge(fnd, {"loss": {"kind": "fnd+kd"}})
+    kd = _merge(small, {"loss": {"kind": "kd"}})
+    return [
         Variant("teacher", role="teacher", baseline="student", note="shared teacher, one run (seed 0)"),
-        Variant("student", baseline=None, note="plain student, L_rec"),
+        Variant("hybrid", role="hybrid", baseline="student", note="teacher + EASE + PureSVD, mixed on validation"),
+        Variant("student", small, baseline=None, note="plain student, L_rec"),
         Variant("fnd+kd", fnd_kd, uses_teacher=True, note="FND + KL from the trained teacher"),
+        Variant("kd-hybrid", kd, uses_teacher=True, teacher=HYBRID_TEACHER, note="KL from the hybrid"),
+        Variant("fnd-hybrid", fnd, uses_teacher=True, teacher=HYBRID_TEACHER, note="FND from the hybrid"),
+        Variant("fnd+kd-hybrid", fnd_kd, uses_teacher=True, teacher=HYBRID_TEACHER, note="FND + KL from the hybrid"),
+        Variant(
+            "fnd+kd+cl-hybrid",
+            _merge(fnd_kd, CL),
+            uses_teacher=True,
+            teacher=HYBRID_TEACHER,
+            note="FND + KL from the hybrid + contrastive",
+        ),
+        Variant("fnd+kd-ease", fnd_kd, uses_teacher=True, teacher="baseline:ease", note="FND + KL from EASE"),
     ]
-    for name in ("ease", "puresvd"):
-        out += [
-            Variant(f"kd-{name}", {"loss": {"kind": "kd"}}, uses_teacher=True, teacher=f"baseline:{name}"),
-            Variant(f"fnd+kd-{name}", fnd_kd, uses_teacher=True, teacher=f"baseline:{name}"),
-        ]
-    return out
 
 
 COLD_SHARE = 0.5  # the fraction of users made cold in the cold-user study

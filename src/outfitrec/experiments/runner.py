@@ -35,12 +35,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from outfitrec.data.cold import write_cold_folder
+from outfitrec.data.io import write_text_atomic
 from outfitrec.data.outfits import DataError
-from outfitrec.data.prepare import resolve_dataset_path
+from outfitrec.data.prepare import load_dataset, resolve_dataset_path
+from outfitrec.evaluate.hybrid import Component, build_hybrid, evaluate_hybrid, is_hybrid, save_hybrid, tune_hybrid
+from outfitrec.evaluate.protocol import dumps
 from outfitrec.experiments.scales import base_config, dataset_kind, per_user_cap
 from outfitrec.models.checkpoint import read_run_config
 from outfitrec.train.config import ConfigError, RunConfig, config_from_dict
 from outfitrec.train.loop import train
+
+HYBRID_TEACHER = "hybrid"  # Variant.teacher: the shared teacher + baselines, weights tuned on validation
+HYBRID_BASELINES = ("ease", "puresvd")
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,8 @@ class Lab:
         overrides = variant.overrides
         if variant.uses_teacher:
             teacher = variant.teacher or str(self.teacher_dir(variant.data))
+            if teacher == HYBRID_TEACHER:
+                teacher = str(self.hybrid_dir(variant.data))
             overrides = deep_merge(overrides, {"loss": {"teacher": teacher}})
         role = "teacher" if variant.role == "teacher" else "student"
         return self.config(role, overrides, seed, variant.name, variant.data)
@@ -196,6 +204,28 @@ class Lab:
         print(line, flush=True)
         return run_dir, metrics, history, train_seconds
 
+    def hybrid_dir(self, data: str | None = None) -> Path:
+        """The shared teacher run mixed with HYBRID_BASELINES (`evaluate/hybrid.py`), made once per teacher.
+
+        The mixing weights are chosen on the validation split; the folder holds hybrid.json and
+        metrics.json ({split: metrics}) like a run's.
+        """
+        teacher = self.teacher_dir(data)
+        out = self.runs_root / f"hybrid-{teacher.name}-{'+'.join(HYBRID_BASELINES)}"
+        if not (is_hybrid(out) and (out / "metrics.json").is_file()):
+            dataset, folder = load_dataset(data or self.train_data())
+            comps = [Component(f"run:{teacher}")] + [Component(f"baseline:{b}") for b in HYBRID_BASELINES]
+            hybrid = build_hybrid(comps, dataset, folder / "dataset.npz")
+            best, tried = tune_hybrid(hybrid, dataset, folder)
+            save_hybrid(hybrid, out, folder / "dataset.npz", {"valid_auc_by_mixing_weight_of_last": tried})
+            write_text_atomic(out / "metrics.json", dumps(evaluate_hybrid(hybrid, dataset, folder)))
+            line = f"hybrid   {out.name}: valid AUC {best:.4f}, weights " + ", ".join(
+                f"{c.source} {c.weight:g}" for c in hybrid.components
+            )
+            self.log.append(line)
+            print(line, flush=True)
+        return out
+
     def run_variant(self, variant: Variant, seed: int) -> RunResult:
         """The run of one variant and seed (the teacher variant ignores the seed: it is the shared teacher).
 
@@ -208,6 +238,9 @@ class Lab:
             history = _read_json(run_dir / "history.json")
             seconds = float(sum(h.get("seconds", 0.0) for h in history))
             return RunResult(variant, 0, run_dir, self._with_true_utility(run_dir, metrics), history, seconds)
+        if variant.role == "hybrid":
+            out = self.hybrid_dir(variant.data)
+            return RunResult(variant, 0, out, _read_json(out / "metrics.json"), [], 0.0)
         config = self.variant_config(variant, seed)
         run_dir, metrics, history, seconds = self.run_config(config, variant.name)
         return RunResult(variant, seed, run_dir, self._with_true_utility(run_dir, metrics), history, seconds)
@@ -264,7 +297,7 @@ class Lab:
         jobs = []
         for seed in seeds:
             for v in variants:
-                if v.role == "teacher" and not v.overrides:
+                if _shared(v):
                     if seed == seeds[0]:
                         jobs.append((v, seed))
                 else:
@@ -287,6 +320,8 @@ class Lab:
 
     def run_dir_of(self, variant: Variant, seed: int) -> Path:
         """Where the run of a variant and seed lives (its config hash names it)."""
+        if variant.role == "hybrid":
+            return self.hybrid_dir(variant.data)
         if variant.role == "teacher" and not variant.overrides:
             return self.teacher_dir(variant.data)
         config = self.variant_config(variant, seed)
@@ -294,11 +329,16 @@ class Lab:
 
     def _busy(self, variant: Variant, seed: int) -> bool:
         """Whether another live process holds the lock of this (unfinished) run."""
-        if variant.role == "teacher" and not variant.overrides:
+        if _shared(variant):
             return False
         run_dir = self.run_dir_of(variant, seed)
         lock = run_dir.parent / f"{run_dir.name}.lock"
         return not (run_dir / "metrics.json").is_file() and lock.exists() and _alive(lock)
+
+
+def _shared(variant: Variant) -> bool:
+    """A variant with one run for every seed: the shared teacher, or the hybrid made from it."""
+    return variant.role == "hybrid" or (variant.role == "teacher" and not variant.overrides)
 
 
 def train_or_reuse(config: RunConfig, run_dir: str | Path, fresh: bool = False) -> tuple[str, dict, list[dict], float]:
