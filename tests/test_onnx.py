@@ -8,7 +8,7 @@ from conftest import make_tiny_run
 
 from outfitrec.data.outfits import DataError
 from outfitrec.recommend.engine import Recommender, checkpoint_hash
-from outfitrec.recommend.onnx_export import GRAPHS, OnnxScorer, export_onnx, parity_report, read_manifest
+from outfitrec.recommend.onnx_export import GRAPHS, OnnxScorer, export_onnx, item_inputs, parity_report, read_manifest
 
 ATOL = 1e-4
 
@@ -54,3 +54,38 @@ def test_recommender_on_onnx_matches_torch(run, torch_engine):
 def test_missing_export_is_reported(tmp_path):
     with pytest.raises(DataError, match="no ONNX export here"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.slow
+def test_dynamo_exporter_is_the_fallback(tiny_dataset, tmp_path, monkeypatch):
+    """When the legacy exporter fails, the dynamo exporter writes the same graphs (dynamic batch sizes)."""
+    import torch
+
+    from outfitrec.models.outfit_model import ModelConfig, OutfitModel
+
+    cat = tiny_dataset.catalogue
+    config = ModelConfig(encoder="id", size="tiny", dim=8, heads=2, n_anchors=2)
+    model = OutfitModel(config, tiny_dataset.n_users, cat.n_items, cat.n_categories)
+    model.bind_catalogue(cat)
+    export = torch.onnx.export
+
+    def legacy_fails(*args, **kwargs):
+        if not kwargs.get("dynamo"):
+            raise RuntimeError("legacy exporter unavailable")
+        return export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", legacy_fails)
+    export_onnx(model.eval(), tmp_path)
+    scorer = OnnxScorer(tmp_path, lambda ids: item_inputs(model, ids))
+    rng = np.random.default_rng(0)
+    users, emb = np.arange(5) % tiny_dataset.n_users, rng.normal(size=(5, 3, 8)).astype(np.float32)
+    mask = np.ones((5, 3), dtype=bool)
+    mask[0, 2] = False
+    with torch.no_grad():
+        ref = model.score_embeddings(
+            torch.as_tensor(users), model.encode_outfits(torch.as_tensor(emb), torch.as_tensor(mask))
+        )
+    np.testing.assert_allclose(scorer.score_embeddings(users, scorer.encode_outfits(emb, mask)), ref.numpy(), atol=ATOL)
+    np.testing.assert_allclose(
+        scorer.encode_items(np.arange(7)), model.encode_items(torch.arange(7)).detach().numpy(), atol=ATOL
+    )

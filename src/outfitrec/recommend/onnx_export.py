@@ -94,29 +94,13 @@ def _export(module: nn.Module, args: tuple, path: Path, names: list[str], output
     with atomic_file(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            common = {"input_names": names, "output_names": [output], "opset_version": OPSET}
             try:
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(tmp),
-                    input_names=names,
-                    output_names=[output],
-                    dynamic_axes=dynamic,
-                    opset_version=OPSET,
-                    dynamo=False,
-                )
+                torch.onnx.export(module, args, str(tmp), dynamic_axes=dynamic, dynamo=False, **common)
             except Exception:  # noqa: BLE001 - the legacy exporter may be missing an op: try dynamo
                 dims = tuple({axis: torch.export.Dim.AUTO for axis in dynamic.get(n, {})} for n in names)
-                torch.onnx.export(
-                    module,
-                    args,
-                    str(tmp),
-                    input_names=names,
-                    output_names=[output],
-                    dynamic_shapes=dims,
-                    opset_version=OPSET,
-                    dynamo=True,
-                )
+                # one spec per forward parameter: _Graph.forward has one, *inputs, hence the nesting
+                torch.onnx.export(module, args, str(tmp), dynamic_shapes=(dims,), dynamo=True, **common)
 
 
 def export_onnx(model: nn.Module, out_dir: str | Path, checkpoint_sha256: str = "") -> list[Path]:
