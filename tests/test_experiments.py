@@ -186,6 +186,12 @@ def test_a_variant_can_name_its_own_teacher(lab_results):
     assert lab.variant_config(teachers["kd-hybrid"], 1).loss.teacher == str(hybrid.run_dir)
     result = lab.run_variant(teachers["fnd+kd-hybrid"], 0)
     assert 0.0 <= result.metrics["test"]["auc"] <= 1.0
+    # a student mixed with the same baselines: one hybrid per seed, made of that seed's run
+    mixed = lab.run_variant(teachers["fnd+kd-hybrid+cf"], 0)
+    assert mixed.seed == 0 and mixed.run_dir.name.startswith(f"hybrid-{result.run_dir.name}")
+    assert json.loads((mixed.run_dir / "hybrid.json").read_text())["components"][0]["source"].endswith(
+        result.run_dir.name
+    )
     # on id data the students are the tiny preset
     ids = {v.name: v for v in definitions.teachers_variants("smoke", "ids")}
     assert ids["student"].overrides["model"]["size"] == "tiny"

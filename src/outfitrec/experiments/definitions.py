@@ -195,14 +195,26 @@ def teachers_variants(scale: str, kind: str = "images") -> list[Variant]:
     fnd = _merge(small, _fnd(alpha))
     fnd_kd = _merge(fnd, {"loss": {"kind": "fnd+kd"}})
     kd = _merge(small, {"loss": {"kind": "kd"}})
+    distilled = Variant(
+        "fnd+kd-hybrid", fnd_kd, uses_teacher=True, teacher=HYBRID_TEACHER, note="FND + KL from the hybrid"
+    )
+    plain = Variant("student", small, baseline=None, note="plain student, L_rec")
     return [
         Variant("teacher", role="teacher", baseline="student", note="shared teacher, one run (seed 0)"),
         Variant("hybrid", role="hybrid", baseline="student", note="teacher + EASE + PureSVD, mixed on validation"),
-        Variant("student", small, baseline=None, note="plain student, L_rec"),
+        Variant(
+            "fnd+kd-hybrid+cf",
+            role="hybrid",
+            mix_of=distilled,
+            baseline="student+cf",
+            note="the FND + KL student mixed with EASE + PureSVD like its teacher",
+        ),
+        Variant("student+cf", role="hybrid", mix_of=plain, baseline=None, note="the plain student + EASE + PureSVD"),
+        plain,
         Variant("fnd+kd", fnd_kd, uses_teacher=True, note="FND + KL from the trained teacher"),
         Variant("kd-hybrid", kd, uses_teacher=True, teacher=HYBRID_TEACHER, note="KL from the hybrid"),
         Variant("fnd-hybrid", fnd, uses_teacher=True, teacher=HYBRID_TEACHER, note="FND from the hybrid"),
-        Variant("fnd+kd-hybrid", fnd_kd, uses_teacher=True, teacher=HYBRID_TEACHER, note="FND + KL from the hybrid"),
+        distilled,
         Variant(
             "fnd+kd+cl-hybrid",
             _merge(fnd_kd, CL),

@@ -94,7 +94,8 @@ def summarize(results: list[RunResult], split: str) -> list[dict]:
                 for r in runs:
                     ours = r.metrics.get(split, {}).get(key)
                     # the shared teacher (one run) is compared with every baseline seed
-                    pairs = base_by_seed.values() if v.role in ("teacher", "hybrid") else [base_by_seed.get(r.seed)]
+                    shared = v.role == "teacher" or (v.role == "hybrid" and v.mix_of is None)
+                    pairs = base_by_seed.values() if shared else [base_by_seed.get(r.seed)]
                     diffs += [ours - b for b in pairs if b is not None and ours is not None]
             row[f"d_{key}_mean"], row[f"d_{key}_std"] = _mean_std(diffs)
             row[f"d_{key}_n"] = len(diffs)

@@ -74,6 +74,7 @@ class Variant:
     data: str | None = None
     note: str = ""
     teacher: str | None = None
+    mix_of: Variant | None = None
 
 
 @dataclass
@@ -210,11 +211,14 @@ class Lab:
         The mixing weights are chosen on the validation split; the folder holds hybrid.json and
         metrics.json ({split: metrics}) like a run's.
         """
-        teacher = self.teacher_dir(data)
-        out = self.runs_root / f"hybrid-{teacher.name}-{'+'.join(HYBRID_BASELINES)}"
+        return self.hybrid_of(self.teacher_dir(data), data)
+
+    def hybrid_of(self, run_dir: Path, data: str | None = None) -> Path:
+        """A run mixed with HYBRID_BASELINES, weights chosen on validation (made once per run)."""
+        out = self.runs_root / f"hybrid-{run_dir.name}-{'+'.join(HYBRID_BASELINES)}"
         if not (is_hybrid(out) and (out / "metrics.json").is_file()):
             dataset, folder = load_dataset(data or self.train_data())
-            comps = [Component(f"run:{teacher}")] + [Component(f"baseline:{b}") for b in HYBRID_BASELINES]
+            comps = [Component(f"run:{run_dir}")] + [Component(f"baseline:{b}") for b in HYBRID_BASELINES]
             hybrid = build_hybrid(comps, dataset, folder / "dataset.npz")
             best, tried = tune_hybrid(hybrid, dataset, folder)
             save_hybrid(hybrid, out, folder / "dataset.npz", {"valid_auc_by_mixing_weight_of_last": tried})
@@ -238,6 +242,10 @@ class Lab:
             history = _read_json(run_dir / "history.json")
             seconds = float(sum(h.get("seconds", 0.0) for h in history))
             return RunResult(variant, 0, run_dir, self._with_true_utility(run_dir, metrics), history, seconds)
+        if variant.role == "hybrid" and variant.mix_of is not None:
+            base = self.run_variant(variant.mix_of, seed)
+            out = self.hybrid_of(base.run_dir, variant.data)
+            return RunResult(variant, seed, out, _read_json(out / "metrics.json"), [], 0.0)
         if variant.role == "hybrid":
             out = self.hybrid_dir(variant.data)
             return RunResult(variant, 0, out, _read_json(out / "metrics.json"), [], 0.0)
@@ -321,7 +329,8 @@ class Lab:
     def run_dir_of(self, variant: Variant, seed: int) -> Path:
         """Where the run of a variant and seed lives (its config hash names it)."""
         if variant.role == "hybrid":
-            return self.hybrid_dir(variant.data)
+            base = None if variant.mix_of is None else self.run_dir_of(variant.mix_of, seed)
+            return self.hybrid_dir(variant.data) if base is None else self.hybrid_of(base, variant.data)
         if variant.role == "teacher" and not variant.overrides:
             return self.teacher_dir(variant.data)
         config = self.variant_config(variant, seed)
@@ -338,7 +347,9 @@ class Lab:
 
 def _shared(variant: Variant) -> bool:
     """A variant with one run for every seed: the shared teacher, or the hybrid made from it."""
-    return variant.role == "hybrid" or (variant.role == "teacher" and not variant.overrides)
+    return (variant.role == "hybrid" and variant.mix_of is None) or (
+        variant.role == "teacher" and not variant.overrides
+    )
 
 
 def train_or_reuse(config: RunConfig, run_dir: str | Path, fresh: bool = False) -> tuple[str, dict, list[dict], float]:
