@@ -47,6 +47,16 @@ CACHE_CAPACITY = 500_000  # outfit features kept by FeatureCache (about 300 B ea
 POOL_VERSION = 1
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b through torch (its thread count, one when serving): numpy's OpenBLAS starts its own threads, and
+    on a busy 2-core machine a [7000, 64] @ [64] product took 8.4 ms through them against 0.4 ms here."""
+    import torch
+
+    a = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+    return (torch.mv(a, b) if b.ndim == 1 else a @ b).numpy()
+
+
 def _normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows divided by their norm (as torch.nn.functional.normalize: norm clamped at eps)."""
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
@@ -113,7 +123,7 @@ class CollapsedScorer:
     def features(self, z: np.ndarray) -> np.ndarray:
         """phi(z) [B, m]: what a user vector is dotted with."""
         z = np.asarray(z, dtype=np.float32)
-        head = _normalize(z @ self.w + self.b) if self.kind == "anchors" else z
+        head = _normalize(_dot(z, self.w) + self.b) if self.kind == "anchors" else z
         if self.history_dim:
             head = np.concatenate([head, z[:, -self.history_dim :]], axis=1)
         return np.ascontiguousarray(head, dtype=np.float32)
@@ -223,7 +233,7 @@ class CachedQuery(Query):
         f, _ = searcher.cache.features(rows)
         self.stats.outfits_scored += len(rows)
         self.stats.scorer_calls += 1
-        return f @ searcher.scorer.user_vector(self.user)
+        return _dot(f, searcher.scorer.user_vector(self.user))
 
     def proxy_scores(self, pool: np.ndarray) -> np.ndarray:
         if self.fixed:
@@ -231,7 +241,7 @@ class CachedQuery(Query):
         searcher: FastSearcher = self.searcher  # type: ignore[assignment]
         self.stats.outfits_scored += len(pool)
         self.stats.scorer_calls += 1
-        return searcher.single_features[pool] @ searcher.scorer.user_vector(self.user)
+        return _dot(searcher.single_features[pool], searcher.scorer.user_vector(self.user))
 
 
 class FastSearcher(Searcher):
@@ -332,7 +342,7 @@ class OutfitPool:
         templates: allowed template indices (default all). None when the pool
         cannot fill k outfits under the exclusions (the caller falls back to the live search).
         """
-        scores = self.features @ user_vector
+        scores = _dot(self.features, user_vector)
         cand = np.arange(len(scores))
         if templates is not None:
             cand = cand[np.isin(self.template, np.asarray(list(templates), dtype=np.int64))]
