@@ -16,8 +16,8 @@ fixed, seeded sample of users (default 20) this module
    beam 64, shortlist 100, and a refinement whose slot swaps try every item of
    the category, 20 seeds, up to 30 rounds). Why: the beam's one-item
    shortlist misses items that only shine in company (pair terms, template
-   bias), and the served search (beam 32, shortlist 40, swaps among 64 items)
-   or even beam 256 / shortlist 400 leaves up to 0.5 sigma of mean utility on
+   bias), and the served searches (beam 16 / shortlist 20 or the older 32 / 40,
+   swaps among 64 items) or even beam 256 / shortlist 400 leave up to 0.5 sigma of mean utility on
    the table for some users of the default preset, while the whole-category
    refinement reached the same top-10 from beams 32/40, 64/100 and 128/200 on
    every user tried. `exact_check` measures it against exact enumeration on a
@@ -48,9 +48,10 @@ fixed, seeded sample of users (default 20) this module
      recommender at that level recommends outfits like the ones users chose).
 
 Timing (default preset, 20 users, one thread, 2-core machine shared with
-other jobs, load 7-8): the model's search 0.4-1.1 s per user with the served
-search (about 10 s for 20 users; `outfitrec evaluate` takes about 30 s with it
-instead of 18 s without), 0.02-0.03 s with the cheap one; the reference oracle
+other jobs, load 7-8): the model's search 0.1-0.4 s per user with the served
+search (beam 16 / shortlist 20; 0.3-1.1 s with 32 / 40), 0.01-0.03 s with the
+cheap one; `outfitrec evaluate` took about 30 s with the true utility instead
+of 18 s without (with the older 32 / 40 defaults); the reference oracle
 search about 48 s for the 20 users, once per dataset: the oracle's top-k and
 m_u are cached per dataset fingerprint in ``{data}/true_utility_cache.json``.
 """
