@@ -115,9 +115,9 @@ def load_source(src: str | Path, fmt: str) -> OutfitDataset:
 def _source_fitb(src: str | Path, fmt: str, dataset: OutfitDataset) -> dict[str, FitbQuestions]:
     """FITB questions shipped with the source, by split."""
     if fmt == "difashion":
-        from outfitrec.data.difashion import load_difashion_fitb
+        from outfitrec.data.difashion import difashion_fitb_splits, load_difashion_fitb
 
-        return {"valid": load_difashion_fitb(src, dataset)}
+        return {s: load_difashion_fitb(src, dataset, s) for s in difashion_fitb_splits(src, dataset)}
     if fmt == "polyvore-u":
         from outfitrec.data.polyvore_u import FITB_FILE, find_tuples_folder, load_polyvore_u_fitb
 
