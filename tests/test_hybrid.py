@@ -13,6 +13,7 @@ from outfitrec.evaluate.hybrid import (
     Component,
     HybridScorer,
     build_hybrid,
+    crossfit_auc,
     evaluate_hybrid,
     is_hybrid,
     load_hybrid,
@@ -64,6 +65,15 @@ def test_build_tune_save_load_evaluate(run_and_data, tiny_data_dir, tmp_path):
     cfg = tiny_config(tiny_data_dir, loss={"kind": "kd", "teacher": str(tmp_path / "h")}, optim={"epochs": 1})
     train(cfg, tmp_path / "student")
     assert "train_kd" in json.loads((tmp_path / "student" / "history.json").read_text())[0]
+
+
+def test_crossfit_equals_the_plain_auc_when_nothing_is_tuned(run_and_data, tiny_data_dir):
+    _, dataset = run_and_data
+    hybrid = build_hybrid([Component("baseline:ease")], dataset)  # one component: weight 1, nothing to choose
+    plain = evaluate_hybrid(hybrid, dataset, tiny_data_dir, splits=("valid",))["valid"]["auc"]
+    assert crossfit_auc(hybrid, dataset, tiny_data_dir) == pytest.approx(plain, abs=1e-12)
+    two = build_hybrid([Component("baseline:ease"), Component("baseline:puresvd")], dataset)
+    assert 0.0 <= crossfit_auc(two, dataset, tiny_data_dir, grid=(0.0, 0.5, 1.0)) <= 1.0
 
 
 def test_bad_component_and_file(run_and_data, tmp_path):

@@ -99,6 +99,37 @@ def build_hybrid(
 MIX_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
+def _mix_weights(zp, zn, users_p, users_n, grid) -> tuple[np.ndarray, float, dict[float, float]]:
+    """Weights by the greedy mixing search of `tune_hybrid` on precomputed standardised scores [C, n]."""
+    from outfitrec.evaluate.metrics import mean_metrics
+
+    weights = np.zeros(len(zp))
+    weights[0] = 1.0
+    best, tried = mean_metrics(users_p, zp[0], users_n, zn[0])["auc"], {}
+    for c in range(1, len(weights)):
+        tried = {}
+        for a in grid:
+            w = weights.copy()
+            w[:c] *= 1.0 - a
+            w[c] = a
+            tried[a] = mean_metrics(users_p, w @ zp, users_n, w @ zn)["auc"]
+        a = max(tried, key=tried.get)
+        weights[:c] *= 1.0 - a
+        weights[c] = a
+        best = tried[a]
+    return weights, float(best), tried
+
+
+def _valid_scores(hybrid: HybridScorer, dataset: OutfitDataset, data_dir: str | Path):
+    from outfitrec.data.negatives import Candidates, candidates_path
+
+    cands = Candidates.load(candidates_path(data_dir, "valid"), dataset.n_users, dataset.catalogue.n_items)
+    pos, neg = cands.positives, cands.negatives
+    zp = hybrid.component_scores(pos.users, pos.items, pos.mask)
+    zn = hybrid.component_scores(neg.users, neg.items, neg.mask)
+    return zp, zn, pos.users, neg.users
+
+
 def tune_hybrid(
     hybrid: HybridScorer,
     dataset: OutfitDataset,
@@ -111,30 +142,31 @@ def tune_hybrid(
     (0 = leave it out, 1 = it alone), so every component, alone or mixed, is among the candidates. Only
     the validation split is read. Returns (best AUC, the AUC of every tried `a` of the last component).
     """
-    from outfitrec.data.negatives import Candidates, candidates_path
-    from outfitrec.evaluate.metrics import mean_metrics
-
-    cands = Candidates.load(candidates_path(data_dir, "valid"), dataset.n_users, dataset.catalogue.n_items)
-    pos, neg = cands.positives, cands.negatives
-    zp = hybrid.component_scores(pos.users, pos.items, pos.mask)
-    zn = hybrid.component_scores(neg.users, neg.items, neg.mask)
-    weights = np.zeros(len(hybrid.components))
-    weights[0] = 1.0
-    best, tried = mean_metrics(pos.users, zp[0], neg.users, zn[0])["auc"], {}
-    for c in range(1, len(weights)):
-        tried = {}
-        for a in grid:
-            w = weights.copy()
-            w[:c] *= 1.0 - a
-            w[c] = a
-            tried[a] = mean_metrics(pos.users, w @ zp, neg.users, w @ zn)["auc"]
-        a = max(tried, key=tried.get)
-        weights[:c] *= 1.0 - a
-        weights[c] = a
-        best = tried[a]
+    zp, zn, up, un = _valid_scores(hybrid, dataset, data_dir)
+    weights, best, tried = _mix_weights(zp, zn, up, un, grid)
     for comp, w in zip(hybrid.components, weights):
         comp.weight = float(w)
-    return float(best), tried
+    return best, tried
+
+
+def crossfit_auc(
+    hybrid: HybridScorer, dataset: OutfitDataset, data_dir: str | Path, grid: tuple[float, ...] = MIX_GRID, seed=0
+) -> float:
+    """Validation AUC without the optimism of tuning on it: the users split in two seeded halves, each
+    half scored with the weights chosen on the other half; the user-weighted mean of the two halves."""
+    from outfitrec.evaluate.metrics import mean_metrics
+
+    zp, zn, up, un = _valid_scores(hybrid, dataset, data_dir)
+    half = np.random.default_rng(seed).random(dataset.n_users) < 0.5
+    total = n = 0.0
+    for side in (True, False):
+        fit_p, fit_n = half[up] != side, half[un] != side
+        w, _, _ = _mix_weights(zp[:, fit_p], zn[:, fit_n], up[fit_p], un[fit_n], grid)
+        test_p, test_n = ~fit_p, ~fit_n
+        m = mean_metrics(up[test_p], w @ zp[:, test_p], un[test_n], w @ zn[:, test_n])
+        total += m["auc"] * m["n_users"]
+        n += m["n_users"]
+    return float(total / max(n, 1))
 
 
 def save_hybrid(hybrid: HybridScorer, folder: str | Path, data_path: Path | None, extra: dict | None = None) -> Path:

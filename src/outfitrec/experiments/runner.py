@@ -38,7 +38,15 @@ from outfitrec.data.cold import write_cold_folder
 from outfitrec.data.io import write_text_atomic
 from outfitrec.data.outfits import DataError
 from outfitrec.data.prepare import load_dataset, resolve_dataset_path
-from outfitrec.evaluate.hybrid import Component, build_hybrid, evaluate_hybrid, is_hybrid, save_hybrid, tune_hybrid
+from outfitrec.evaluate.hybrid import (
+    Component,
+    build_hybrid,
+    crossfit_auc,
+    evaluate_hybrid,
+    is_hybrid,
+    save_hybrid,
+    tune_hybrid,
+)
 from outfitrec.evaluate.protocol import dumps
 from outfitrec.experiments.scales import base_config, dataset_kind, per_user_cap
 from outfitrec.models.checkpoint import read_run_config
@@ -222,7 +230,9 @@ class Lab:
             hybrid = build_hybrid(comps, dataset, folder / "dataset.npz")
             best, tried = tune_hybrid(hybrid, dataset, folder)
             save_hybrid(hybrid, out, folder / "dataset.npz", {"valid_auc_by_mixing_weight_of_last": tried})
-            write_text_atomic(out / "metrics.json", dumps(evaluate_hybrid(hybrid, dataset, folder)))
+            metrics = evaluate_hybrid(hybrid, dataset, folder)
+            metrics["valid"]["auc_crossfit"] = crossfit_auc(hybrid, dataset, folder)
+            write_text_atomic(out / "metrics.json", dumps(metrics))
             line = f"hybrid   {out.name}: valid AUC {best:.4f}, weights " + ", ".join(
                 f"{c.source} {c.weight:g}" for c in hybrid.components
             )
