@@ -199,10 +199,10 @@ def test_vectorised_over_thousands_of_users_is_fast():
 @pytest.mark.parametrize(
     ("pos", "neg", "message"),
     [
-        ([np.nan], [0.1, 0.2], "NaN for 1 outfits"),
+        ([np.nan], [0.1, 0.2], r"NaN for 1 outfit\b"),
         ([0.5], [np.nan, np.nan], "NaN for 2 outfits"),
-        ([np.inf], [0.1], "inf for 1 outfits"),
-        ([0.5], [-np.inf, np.nan], "NaN for 1 outfits"),
+        ([np.inf], [0.1], r"inf for 1 outfit\b"),
+        ([0.5], [-np.inf, np.nan], r"NaN for 1 outfit\b"),
     ],
 )
 def test_non_finite_scores_are_refused(pos, neg, message):
@@ -216,7 +216,7 @@ def test_non_finite_scores_are_refused(pos, neg, message):
 def test_mean_metrics_counts_the_non_finite_outfits():
     with pytest.raises(ValueError, match=r"scores contain NaN for 3 outfits \(2 positives, 1 negatives\)"):
         mean_metrics([0, 1, 1], [np.nan, 0.2, np.nan], [0, 1], [0.1, np.nan])
-    with pytest.raises(ValueError, match="NaN for 1 outfits"):
+    with pytest.raises(ValueError, match=r"NaN for 1 outfit\b"):
         fitb_accuracy(np.array([[0.1, np.nan]]))
 
 

@@ -113,3 +113,11 @@ def test_bad_paths_are_reported(tmp_path):
         resolve_dataset_path(tmp_path)
     with pytest.raises(DataError, match="neither a run directory"):
         checkpoint_dir_of(tmp_path)
+
+
+def test_load_dataset_stays_importable_from_the_protocol(tiny_data_dir):
+    # field case 01's script (and user code written against 0.1) imports it from here
+    from outfitrec.evaluate.protocol import load_dataset
+
+    dataset, folder = load_dataset(tiny_data_dir)
+    assert folder == tiny_data_dir and dataset.n_users == 12

@@ -105,3 +105,26 @@ def test_cli_recommend_and_complete(tiny_run):
     result = runner.invoke(app, ["complete", str(tiny_run), "--user", "2", "--items", "0,25", "--k", "2", "--json"])
     assert result.exit_code == 0, result.output
     assert '"items"' in result.output
+
+
+def test_users_and_items_by_name_or_index():
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    from outfitrec.cli.recommend import resolve_items, resolve_user
+    from outfitrec.data.outfits import DataError
+
+    catalogue = SimpleNamespace(item_names=np.asarray(["top-a", "5", "shoe-b"]))
+    rec = SimpleNamespace(dataset=SimpleNamespace(user_names=np.asarray(["alice", "bob", "0"]), catalogue=catalogue))
+    assert resolve_user(rec, "bob") == 1
+    assert resolve_user(rec, "0") == 2  # a name wins over an index
+    assert resolve_user(rec, "1") == 1
+    with pytest.raises(DataError, match="'carol' is neither a user name nor a user index"):
+        resolve_user(rec, "carol")
+    with pytest.raises(DataError, match=r"user 7 not found \(users are 0..2\)"):
+        resolve_user(rec, "7")
+    assert resolve_items(rec, "shoe-b, 0,5") == [2, 0, 1]
+    with pytest.raises(DataError, match="'hat' is neither an item name"):
+        resolve_items(rec, "top-a,hat")

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from outfitrec.data.outfits import DataError
@@ -34,25 +35,70 @@ def load_recommender(run: Path, data: Path | None = None, backend: str = "torch"
     return Recommender.from_run(run, data, backend, pool=pool, progress=pool)  # type: ignore[arg-type]
 
 
+def resolve_user(rec, user: str) -> int:
+    """A user given by name (users.csv / the dataset's user_names) or by index 0..n-1; DataError otherwise."""
+    names = rec.dataset.user_names
+    hits = np.flatnonzero(names == user)
+    if len(hits):
+        return int(hits[0])
+    try:
+        index = int(user)
+    except ValueError:
+        raise DataError(f"--user: {user!r} is neither a user name nor a user index") from None
+    if not 0 <= index < len(names):
+        raise DataError(f"user {index} not found (users are 0..{len(names) - 1})")
+    return index
+
+
+def resolve_items(rec, items: str) -> list[int]:
+    """Comma-separated item names (items.csv item_id) or catalogue indices -> indices; DataError otherwise."""
+    names = rec.dataset.catalogue.item_names
+    lookup = {str(n): i for i, n in enumerate(names.tolist())}
+    out = []
+    for token in (t.strip() for t in items.split(",")):
+        if not token:
+            continue
+        if token in lookup:
+            out.append(lookup[token])
+            continue
+        try:
+            out.append(int(token))
+        except ValueError:
+            raise DataError(f"--items: {token!r} is neither an item name nor an item index") from None
+    return out
+
+
+def _item_label(rec, i: int) -> str:
+    name = str(rec.dataset.catalogue.item_names[i])
+    return f"{name} ({rec.item_category_name(i)})" if name == str(i) else f"{name} (#{i}, {rec.item_category_name(i)})"
+
+
 def _print_outfits(rec, recs, seconds: float, as_json: bool, user: int) -> None:
     if as_json:
         out = [
             {
                 "items": list(r.items),
+                "names": [str(rec.dataset.catalogue.item_names[i]) for i in r.items],
                 "score": r.score,
                 "template": r.template,
                 "categories": [rec.item_category_name(i) for i in r.items],
             }
             for r in recs
         ]
-        print(json.dumps({"user": user, "seconds": seconds, "outfits": out}, indent=1))
+        name = str(rec.dataset.user_names[user])
+        print(json.dumps({"user": user, "user_name": name, "seconds": seconds, "outfits": out}, indent=1))
         return
-    print(f"user {user}: {len(recs)} outfits in {seconds * 1000:.1f} ms")
+    name = str(rec.dataset.user_names[user])
+    print(
+        f"user {user}"
+        + ("" if name == str(user) else f" ({name})")
+        + f": {len(recs)} outfits in {seconds * 1000:.1f} ms"
+    )
     print("| rank | score | template | items |")
     print("|---:|---:|---|---|")
     for rank, r in enumerate(recs, 1):
         template = " + ".join(rec.info["templates"][r.template])
-        items = ", ".join(f"{i} ({rec.item_category_name(i)})" for i in r.items)
+        items = ", ".join(_item_label(rec, i) for i in r.items)
         print(f"| {rank} | {r.score:.4f} | {template} | {items} |")
 
 
@@ -62,7 +108,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def recommend(
         run: Path = typer.Argument(..., help=RUN_HELP),
-        user: int | None = typer.Option(None, "--user", "-u", help="user id (or --all-users)"),
+        user: str | None = typer.Option(None, "--user", "-u", help="user name or index (or --all-users)"),
         k: int = typer.Option(10, "--k", "-k", min=1, help="number of outfits"),
         diverse: bool = typer.Option(False, "--diverse", help="no item repeats across the k outfits"),
         all_users: bool = typer.Option(False, "--all-users", help="every user, written to --out (batch; resumable)"),
@@ -106,15 +152,18 @@ def register(app: typer.Typer) -> None:
             print(f"wrote {out}" if summary["merged"] else f"parts in {out}.parts/ (merged when every shard is done)")
             return
         rec = load_recommender(run, data, backend)
+        index = resolve_user(rec, user)
         start = time.perf_counter()
-        recs = rec.recommend(user, k, diverse, template or None, exact, params)
-        _print_outfits(rec, recs, time.perf_counter() - start, as_json, user)
+        recs = rec.recommend(index, k, diverse, template or None, exact, params)
+        _print_outfits(rec, recs, time.perf_counter() - start, as_json, index)
 
     @app.command()
     def complete(
         run: Path = typer.Argument(..., help=RUN_HELP),
-        user: int = typer.Option(..., "--user", "-u", help="user id"),
-        items: str = typer.Option(..., "--items", "-i", help="comma-separated item ids already in the outfit"),
+        user: str = typer.Option(..., "--user", "-u", help="user name or index"),
+        items: str = typer.Option(
+            ..., "--items", "-i", help="comma-separated item names or indices already in the outfit"
+        ),
         k: int = typer.Option(5, "--k", "-k", min=1, help="number of completed outfits"),
         template: int | None = typer.Option(None, "--template", "-t", help="template index (default: any that fits)"),
         diverse: bool = typer.Option(False, "--diverse", help="the added items differ between the outfits"),
@@ -123,14 +172,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
     ) -> None:
         """Complete an outfit: the best items for the missing slots, for this user."""
-        try:
-            given = [int(x) for x in items.split(",") if x.strip()]
-        except ValueError as exc:
-            raise DataError(f"--items: {items!r} is not a comma-separated list of item ids") from exc
         rec = load_recommender(run, data, backend)
+        index, given = resolve_user(rec, user), resolve_items(rec, items)
         start = time.perf_counter()
-        recs = rec.complete(user, given, k, template, diverse)
-        _print_outfits(rec, recs, time.perf_counter() - start, as_json, user)
+        recs = rec.complete(index, given, k, template, diverse)
+        _print_outfits(rec, recs, time.perf_counter() - start, as_json, index)
 
     @app.command("export-onnx")
     def export_onnx_command(

@@ -145,7 +145,8 @@ def warn_training_leaks(dataset: OutfitDataset) -> None:
     """Warn, per split, how many valid / test positives are the same user's training outfits."""
     for split, (leaked, total) in training_leaks(dataset).items():
         if leaked:
-            warnings.warn(f"{leaked} of {total} {split} outfits are training outfits of the same user", stacklevel=2)
+            verb = "is a training outfit" if leaked == 1 else "are training outfits"
+            warnings.warn(f"{leaked} of {total} {split} outfits {verb} of the same user", stacklevel=2)
 
 
 def _checked_fitb(questions: FitbQuestions, where: str) -> FitbQuestions:

@@ -94,11 +94,9 @@ def format_stats(stats: dict) -> str:
             f"{opu['min']}/{opu['median']:g}/{opu['max']}, items {s['distinct_items']:,}"
         )
         lines.append(f"       outfit sizes {{{sizes}}}")
-        if s.get("training_outfits_of_same_user"):
-            lines.append(
-                f"       warning: {s['training_outfits_of_same_user']:,} of {s['outfits']:,} {name} outfits are "
-                "training outfits of the same user"
-            )
+        if leaked := s.get("training_outfits_of_same_user"):
+            verb = "is a training outfit" if leaked == 1 else "are training outfits"
+            lines.append(f"       warning: {leaked:,} of {s['outfits']:,} {name} outfits {verb} of the same user")
         if "unseen_item_share" in s:
             lines.append(
                 f"       unseen in train: {s['unseen_item_share']:.3f} of distinct items, "

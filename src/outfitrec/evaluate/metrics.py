@@ -40,7 +40,7 @@ def _non_finite_message(counts: dict[str, np.ndarray], total: int) -> str | None
         n = sum(per.values())
         if n:
             detail = ", ".join(f"{v} {name}" for name, v in per.items()) if len(per) > 1 else ""
-            parts.append(f"{kind} for {n} outfits" + (f" ({detail})" if detail else ""))
+            parts.append(f"{kind} for {n} outfit{'s' if n != 1 else ''}" + (f" ({detail})" if detail else ""))
     if not parts:
         return None
     return f"scores contain {' and '.join(parts)}, of {total} scored; a ranking of non-finite scores means nothing"

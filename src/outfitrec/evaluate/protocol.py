@@ -26,7 +26,7 @@ import numpy as np
 from outfitrec.data.fitb import fitb_path
 from outfitrec.data.negatives import Candidates, candidates_path
 from outfitrec.data.outfits import PAD, OutfitDataset, Outfits, write_text_atomic
-from outfitrec.data.prepare import load_fitb
+from outfitrec.data.prepare import load_dataset, load_fitb  # noqa: F401 - load_dataset kept importable from here
 from outfitrec.evaluate.baselines import (
     COLLABORATIVE,
     Baseline,
