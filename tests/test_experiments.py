@@ -176,7 +176,7 @@ def test_backbone_study_adds_the_tiny_id_student_on_id_data_only(tiny_data_dir, 
 def test_a_variant_can_name_its_own_teacher(lab_results):
     lab, _, _ = lab_results
     teachers = {v.name: v for v in definitions.teachers_variants("smoke")}
-    assert {"teacher", "hybrid", "student", "fnd+kd", "kd-hybrid", "fnd+kd-hybrid", "fnd+kd-ease"} <= set(teachers)
+    assert {"teacher", "hybrid", "student", "fnd+kd", "fnd+kd+cf", "kd-hybrid", "fnd+kd-ease"} <= set(teachers)
     assert lab.variant_config(teachers["fnd+kd-ease"], 0).loss.teacher == "baseline:ease"
     # without its own teacher a distilling variant reads the shared teacher run
     assert lab.variant_config(teachers["fnd+kd"], 0).loss.teacher == str(lab.teacher_dir())
@@ -187,7 +187,8 @@ def test_a_variant_can_name_its_own_teacher(lab_results):
     result = lab.run_variant(teachers["fnd+kd-hybrid"], 0)
     assert 0.0 <= result.metrics["test"]["auc"] <= 1.0
     # a student mixed with the same baselines: one hybrid per seed, made of that seed's run
-    mixed = lab.run_variant(teachers["fnd+kd-hybrid+cf"], 0)
+    result = lab.run_variant(teachers["fnd+kd"], 0)
+    mixed = lab.run_variant(teachers["fnd+kd+cf"], 0)
     assert mixed.seed == 0 and mixed.run_dir.name.startswith(f"hybrid-{result.run_dir.name}")
     assert json.loads((mixed.run_dir / "hybrid.json").read_text())["components"][0]["source"].endswith(
         result.run_dir.name

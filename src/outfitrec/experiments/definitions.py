@@ -188,38 +188,35 @@ def teachers_variants(scale: str, kind: str = "images") -> list[Variant]:
     FND and KD only read the teacher's scores of each step's sampled candidates, so any scorer can teach
     (`loss.teacher: baseline:NAME`, or a hybrid folder: the teacher run mixed with EASE and PureSVD, the
     weights chosen on validation, `Lab.hybrid_dir`). On id data (kind "ids") the students are the `tiny`
-    preset (under 1/20 of the teacher's backbone).
+    preset (under 1/20 of the teacher's backbone). The "+cf" rows mix a student's run of each seed with
+    the same baselines as the hybrid teacher (what serving the small student beside EASE would give).
     """
     alpha = DISTILL[scale]["alpha"]
     small = {"model": {"size": "tiny"}} if kind == "ids" else {}
     fnd = _merge(small, _fnd(alpha))
     fnd_kd = _merge(fnd, {"loss": {"kind": "fnd+kd"}})
     kd = _merge(small, {"loss": {"kind": "kd"}})
-    distilled = Variant(
-        "fnd+kd-hybrid", fnd_kd, uses_teacher=True, teacher=HYBRID_TEACHER, note="FND + KL from the hybrid"
-    )
     plain = Variant("student", small, baseline=None, note="plain student, L_rec")
+    distilled = Variant("fnd+kd", fnd_kd, uses_teacher=True, note="FND + KL from the trained teacher")
+    hybrid = HYBRID_TEACHER
     return [
         Variant("teacher", role="teacher", baseline="student", note="shared teacher, one run (seed 0)"),
         Variant("hybrid", role="hybrid", baseline="student", note="teacher + EASE + PureSVD, mixed on validation"),
-        Variant(
-            "fnd+kd-hybrid+cf",
-            role="hybrid",
-            mix_of=distilled,
-            baseline="student+cf",
-            note="the FND + KL student mixed with EASE + PureSVD like its teacher",
-        ),
-        Variant("student+cf", role="hybrid", mix_of=plain, baseline=None, note="the plain student + EASE + PureSVD"),
         plain,
-        Variant("fnd+kd", fnd_kd, uses_teacher=True, note="FND + KL from the trained teacher"),
-        Variant("kd-hybrid", kd, uses_teacher=True, teacher=HYBRID_TEACHER, note="KL from the hybrid"),
-        Variant("fnd-hybrid", fnd, uses_teacher=True, teacher=HYBRID_TEACHER, note="FND from the hybrid"),
+        Variant("kd", kd, uses_teacher=True, note="KL from the trained teacher"),
+        Variant("fnd", fnd, uses_teacher=True, note="FND from the trained teacher"),
         distilled,
+        Variant("cl", _merge(small, CL), note="plain student + contrastive"),
+        Variant("student+cf", role="hybrid", mix_of=plain, baseline=None, note="the plain student + EASE + PureSVD"),
+        Variant("fnd+kd+cf", role="hybrid", mix_of=distilled, baseline="student+cf", note="the FND + KL student + CF"),
+        Variant("kd-hybrid", kd, uses_teacher=True, teacher=hybrid, note="KL from the hybrid"),
+        Variant("fnd-hybrid", fnd, uses_teacher=True, teacher=hybrid, note="FND from the hybrid"),
+        Variant("fnd+kd-hybrid", fnd_kd, uses_teacher=True, teacher=hybrid, note="FND + KL from the hybrid"),
         Variant(
             "fnd+kd+cl-hybrid",
             _merge(fnd_kd, CL),
             uses_teacher=True,
-            teacher=HYBRID_TEACHER,
+            teacher=hybrid,
             note="FND + KL from the hybrid + contrastive",
         ),
         Variant("fnd+kd-ease", fnd_kd, uses_teacher=True, teacher="baseline:ease", note="FND + KL from EASE"),
