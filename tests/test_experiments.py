@@ -196,3 +196,11 @@ def test_a_variant_can_name_its_own_teacher(lab_results):
     # on id data the students are the tiny preset
     ids = {v.name: v for v in definitions.teachers_variants("smoke", "ids")}
     assert ids["student"].overrides["model"]["size"] == "tiny"
+
+
+def test_the_path_of_a_mixed_row_builds_nothing(lab_results):
+    lab, _, _ = lab_results
+    teachers = {v.name: v for v in definitions.teachers_variants("smoke")}
+    path = lab.run_dir_of(teachers["fnd+kd+cf"], 7)  # seed 7: its student run does not exist
+    assert path.name.startswith("hybrid-fnd+kd-s7-") and not path.exists()
+    assert not lab.run_dir_of(teachers["fnd+kd"], 7).exists()

@@ -221,9 +221,13 @@ class Lab:
         """
         return self.hybrid_of(self.teacher_dir(data), data)
 
+    def hybrid_path(self, run_dir: Path) -> Path:
+        """Where the hybrid of a run lives (nothing is built)."""
+        return self.runs_root / f"hybrid-{run_dir.name}-{'+'.join(HYBRID_BASELINES)}"
+
     def hybrid_of(self, run_dir: Path, data: str | None = None) -> Path:
         """A run mixed with HYBRID_BASELINES, weights chosen on validation (made once per run)."""
-        out = self.runs_root / f"hybrid-{run_dir.name}-{'+'.join(HYBRID_BASELINES)}"
+        out = self.hybrid_path(run_dir)
         if not (is_hybrid(out) and (out / "metrics.json").is_file()):
             dataset, folder = load_dataset(data or self.train_data())
             comps = [Component(f"run:{run_dir}")] + [Component(f"baseline:{b}") for b in HYBRID_BASELINES]
@@ -339,8 +343,8 @@ class Lab:
     def run_dir_of(self, variant: Variant, seed: int) -> Path:
         """Where the run of a variant and seed lives (its config hash names it)."""
         if variant.role == "hybrid":
-            base = None if variant.mix_of is None else self.run_dir_of(variant.mix_of, seed)
-            return self.hybrid_dir(variant.data) if base is None else self.hybrid_of(base, variant.data)
+            base = self.teacher_dir(variant.data) if variant.mix_of is None else self.run_dir_of(variant.mix_of, seed)
+            return self.hybrid_path(base)
         if variant.role == "teacher" and not variant.overrides:
             return self.teacher_dir(variant.data)
         config = self.variant_config(variant, seed)
