@@ -5,7 +5,7 @@ import time
 
 from outfitrec.data.oracle import load_truth
 from outfitrec.data.outfits import OutfitDataset
-from outfitrec.evaluate import true_utility as tu
+from outfitrec.recommend import true_utility as tu
 
 DATA = "datasets/fmnist-default"
 ds = OutfitDataset.load(f"{DATA}/dataset.npz")

@@ -9,7 +9,7 @@ import torch
 
 from outfitrec.data.oracle import load_truth
 from outfitrec.data.outfits import OutfitDataset
-from outfitrec.evaluate import true_utility as tu
+from outfitrec.recommend import true_utility as tu
 from outfitrec.recommend.engine import Recommender
 
 torch.set_num_threads(1)

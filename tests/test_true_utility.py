@@ -1,4 +1,4 @@
-"""True-utility share and oracle recall (evaluate/true_utility.py): a hand-made case, the oracle's beam search
+"""True-utility share and oracle recall (recommend/true_utility.py): a hand-made case, the oracle's beam search
 against exact enumeration, the CLI's columns."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from outfitrec.data.fmnist import generate, write_fmnist
 from outfitrec.data.oracle import load_truth
 from outfitrec.data.outfits import OutfitDataset
-from outfitrec.evaluate import true_utility as tu
+from outfitrec.recommend import true_utility as tu
 from outfitrec.recommend.search import Recommendation
 
 

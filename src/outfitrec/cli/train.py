@@ -80,7 +80,7 @@ def evaluate_cmd(
     """Evaluate a run's best checkpoint on the fixed candidates of a split; prints a table, writes JSON.
 
     On a Fashion-MNIST dataset (truth.npz beside it) the table also has the true-utility share of the
-    recommended top-10 and the recall of the oracle's top-10 (`evaluate/true_utility.py`; JSON key
+    recommended top-10 and the recall of the oracle's top-10 (`recommend/true_utility.py`; JSON key
     'true_utility' with the per-user values and timings).
     """
     from outfitrec.data.outfits import write_text_atomic
@@ -89,7 +89,7 @@ def evaluate_cmd(
 
     metrics = evaluate_run(run, split, data, device=check_device(device))
     if true_utility:
-        from outfitrec.evaluate.true_utility import evaluate_run_true_utility
+        from outfitrec.recommend.true_utility import evaluate_run_true_utility
 
         report = evaluate_run_true_utility(run, data, n_users=users)
         if report is not None:

@@ -148,13 +148,13 @@ def evaluate_run(
     return out
 
 
-TRUE_UTILITY_COLUMNS = ("true_share", "oracle_recall@10")  # evaluate/true_utility.py, Fashion-MNIST only
+TRUE_UTILITY_COLUMNS = ("true_share", "oracle_recall@10")  # recommend/true_utility.py, Fashion-MNIST only
 
 
 def format_table(rows: dict[str, dict]) -> str:
     """A Markdown table of metrics, one row per named result (AUC, NDCG, NDCG@10, FITB, users).
 
-    When a row has the true-utility metrics (`evaluate/true_utility.py`: 'true_share', 'oracle_recall@10'),
+    When a row has the true-utility metrics (`recommend/true_utility.py`: 'true_share', 'oracle_recall@10'),
     they get a column each (before 'n_users'); rows without them show '-'.
     """
     cols = ["auc", "ndcg", "ndcg@10", "fitb"]

@@ -155,7 +155,7 @@ def markdown_table(summary: list[dict], split: str) -> str:
         "train s",
     ]
     truth = any(not math.isnan(row.get("true_share_mean", float("nan"))) for row in summary)
-    if truth:  # Fashion-MNIST: what users get, judged by the truth (evaluate/true_utility.py)
+    if truth:  # Fashion-MNIST: what users get, judged by the truth (recommend/true_utility.py)
         head[4:4] = ["true share", "oracle R@10"]
     lines = ["| " + " | ".join(head) + " |"]
     lines.append(
@@ -235,7 +235,7 @@ def write_results(
             "*true share*: true utility of the run's recommended top-10 (whole catalogue, `outfitrec recommend`'s "
             "search, training outfits excluded) as a share of the oracle's top-10, each shifted by the user's mean "
             "utility of a random outfit; *oracle R@10*: share of the oracle's top-10 among them; 20 seeded users "
-            "(`evaluate/true_utility.py`).",
+            "(`recommend/true_utility.py`).",
             "",
         ]
     if baselines:

@@ -272,14 +272,14 @@ class Lab:
         return metrics if report is None else {**metrics, "true_utility": report}
 
     def true_utility_of(self, run_dir: Path) -> dict | None:
-        """The run's true-utility metrics (`evaluate/true_utility.py`, default sample and search), or None.
+        """The run's true-utility metrics (`recommend/true_utility.py`, default sample and search), or None.
 
         None when neither the run's data folder nor the experiment's dataset has a truth.npz. Computed once per
         checkpoint: cached in RUN/true_utility.json, keyed by the checkpoint's hash and the settings.
         """
         from outfitrec.data.prepare import resolve_dataset_path
-        from outfitrec.evaluate import true_utility as tu
         from outfitrec.models.checkpoint import run_data_path
+        from outfitrec.recommend import true_utility as tu
         from outfitrec.recommend.engine import checkpoint_hash
 
         folder = run_data_path(run_dir).parent
