@@ -117,7 +117,12 @@ def test_users_and_items_by_name_or_index():
     from outfitrec.data.outfits import DataError
 
     catalogue = SimpleNamespace(item_names=np.asarray(["top-a", "5", "shoe-b"]))
-    rec = SimpleNamespace(dataset=SimpleNamespace(user_names=np.asarray(["alice", "bob", "0"]), catalogue=catalogue))
+    from outfitrec.data.synthetic import make_synthetic
+
+    dataset = make_synthetic(n_users=3, items_per_category=4, outfits_per_user=4, seed=0)
+    dataset.user_names = np.asarray(["alice", "bob", "0"])
+    dataset.catalogue = catalogue
+    rec = SimpleNamespace(dataset=dataset)
     assert resolve_user(rec, "bob") == 1
     assert resolve_user(rec, "0") == 2  # a name wins over an index
     assert resolve_user(rec, "1") == 1

@@ -6,7 +6,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import typer
 
 from outfitrec.data.outfits import DataError
@@ -37,17 +36,7 @@ def load_recommender(run: Path, data: Path | None = None, backend: str = "torch"
 
 def resolve_user(rec, user: str) -> int:
     """A user given by name (users.csv / the dataset's user_names) or by index 0..n-1; DataError otherwise."""
-    names = rec.dataset.user_names
-    hits = np.flatnonzero(names == user)
-    if len(hits):
-        return int(hits[0])
-    try:
-        index = int(user)
-    except ValueError:
-        raise DataError(f"--user: {user!r} is neither a user name nor a user index") from None
-    if not 0 <= index < len(names):
-        raise DataError(f"user {index} not found (users are 0..{len(names) - 1})")
-    return index
+    return rec.dataset.user_index(user)
 
 
 def resolve_items(rec, items: str) -> list[int]:

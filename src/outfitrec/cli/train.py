@@ -111,19 +111,6 @@ def evaluate_cmd(
     typer.echo(f"metrics written to {target}")
 
 
-def _parse_user(text: str, user_names) -> int:
-    matches = [i for i, name in enumerate(user_names) if str(name) == text]
-    if matches:
-        return matches[0]
-    try:
-        user = int(text)
-    except ValueError:
-        raise DataError(f"--user {text!r}: neither a user name nor a user index") from None
-    if not 0 <= user < len(user_names):
-        raise DataError(f"--user {user}: outside 0..{len(user_names) - 1}")
-    return user
-
-
 def _parse_items(text: str, item_names, n_items: int) -> list[int]:
     lookup = {str(name): i for i, name in enumerate(item_names)}
     out = []
@@ -159,7 +146,7 @@ def score_cmd(
 
     loaded = load_run(run, data)
     dataset, model = loaded.dataset, loaded.model
-    u = _parse_user(user, dataset.user_names)
+    u = dataset.user_index(user)
     ids = _parse_items(items, dataset.catalogue.item_names, dataset.catalogue.n_items)
     scorer = CachedScorer(model, np.asarray(ids))
     score = scorer(np.asarray([u]), np.asarray([ids]), np.ones((1, len(ids)), dtype=bool))[0]

@@ -235,6 +235,23 @@ class OutfitDataset:
                 raise DataError(f"dataset: split {name} has an item outside 0..{self.catalogue.n_items - 1}")
             _check_no_repeated_item(name, split)
 
+    def user_index(self, user: str | int) -> int:
+        """The index of a user given by name (`user_names`) or by index 0..n_users-1; a name wins over an index.
+
+        Raises DataError naming the user when it is neither.
+        """
+        text = str(user)
+        hits = np.flatnonzero(self.user_names == text)
+        if len(hits):
+            return int(hits[0])
+        try:
+            index = int(text)
+        except ValueError:
+            raise DataError(f"--user: {text!r} is neither a user name nor a user index") from None
+        if not 0 <= index < self.n_users:
+            raise DataError(f"user {index} not found (users are 0..{self.n_users - 1})")
+        return index
+
     @property
     def max_size(self) -> int:
         return max((s.max_size for s in self.splits.values()), default=0)
