@@ -247,7 +247,7 @@ class OutfitDataset:
         try:
             index = int(text)
         except ValueError:
-            raise DataError(f"--user: {text!r} is neither a user name nor a user index") from None
+            raise DataError(f"user {text!r} is neither a user name nor a user index") from None
         if not 0 <= index < self.n_users:
             raise DataError(f"user {index} not found (users are 0..{self.n_users - 1})")
         return index
