@@ -113,15 +113,16 @@ def test_users_and_items_by_name_or_index():
     import numpy as np
     import pytest
 
-    from outfitrec.cli.recommend import resolve_items, resolve_user
-    from outfitrec.data.outfits import DataError
+    from outfitrec.cli.recommend import resolve_user
+    from outfitrec.data.outfits import Catalogue, DataError
 
-    catalogue = SimpleNamespace(item_names=np.asarray(["top-a", "5", "shoe-b"]))
+    catalogue = Catalogue(
+        np.asarray([0, 1, 2]), ["top", "bottom", "shoes"], item_names=np.asarray(["top-a", "5", "shoe-b"])
+    )
     from outfitrec.data.synthetic import make_synthetic
 
     dataset = make_synthetic(n_users=3, items_per_category=4, outfits_per_user=4, seed=0)
     dataset.user_names = np.asarray(["alice", "bob", "0"])
-    dataset.catalogue = catalogue
     rec = SimpleNamespace(dataset=dataset)
     assert resolve_user(rec, "bob") == 1
     assert resolve_user(rec, "0") == 2  # a name wins over an index
@@ -130,6 +131,10 @@ def test_users_and_items_by_name_or_index():
         resolve_user(rec, "carol")
     with pytest.raises(DataError, match=r"user 7 not found \(users are 0..2\)"):
         resolve_user(rec, "7")
-    assert resolve_items(rec, "shoe-b, 0,5") == [2, 0, 1]
+    assert catalogue.item_indices("shoe-b, 0,5") == [2, 0, 1]
     with pytest.raises(DataError, match="'hat' is neither an item name"):
-        resolve_items(rec, "top-a,hat")
+        catalogue.item_indices("top-a,hat")
+    with pytest.raises(DataError, match=r"item 3 not found \(items are 0..2\)"):
+        catalogue.item_indices("3")
+    with pytest.raises(DataError, match="no items given"):
+        catalogue.item_indices(" , ")

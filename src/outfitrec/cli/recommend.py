@@ -39,24 +39,6 @@ def resolve_user(rec, user: str) -> int:
     return rec.dataset.user_index(user)
 
 
-def resolve_items(rec, items: str) -> list[int]:
-    """Comma-separated item names (items.csv item_id) or catalogue indices -> indices; DataError otherwise."""
-    names = rec.dataset.catalogue.item_names
-    lookup = {str(n): i for i, n in enumerate(names.tolist())}
-    out = []
-    for token in (t.strip() for t in items.split(",")):
-        if not token:
-            continue
-        if token in lookup:
-            out.append(lookup[token])
-            continue
-        try:
-            out.append(int(token))
-        except ValueError:
-            raise DataError(f"--items: {token!r} is neither an item name nor an item index") from None
-    return out
-
-
 def _item_label(rec, i: int) -> str:
     name = str(rec.dataset.catalogue.item_names[i])
     return f"{name} ({rec.item_category_name(i)})" if name == str(i) else f"{name} (#{i}, {rec.item_category_name(i)})"
@@ -162,7 +144,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Complete an outfit: the best items for the missing slots, for this user."""
         rec = load_recommender(run, data, backend)
-        index, given = resolve_user(rec, user), resolve_items(rec, items)
+        index, given = resolve_user(rec, user), rec.dataset.catalogue.item_indices(items)
         start = time.perf_counter()
         recs = rec.complete(index, given, k, template, diverse)
         _print_outfits(rec, recs, time.perf_counter() - start, as_json, index)

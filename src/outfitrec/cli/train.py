@@ -12,8 +12,6 @@ from pathlib import Path
 
 import typer
 
-from outfitrec.data.outfits import DataError
-
 
 def _default_run_dir(config_path: str, name: str) -> Path:
     stem = Path(config_path).stem or name
@@ -111,27 +109,6 @@ def evaluate_cmd(
     typer.echo(f"metrics written to {target}")
 
 
-def _parse_items(text: str, item_names, n_items: int) -> list[int]:
-    lookup = {str(name): i for i, name in enumerate(item_names)}
-    out = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if part in lookup:
-            out.append(lookup[part])
-            continue
-        try:
-            item = int(part)
-        except ValueError:
-            raise DataError(f"--items: {part!r} is neither an item name nor an item id") from None
-        if not 0 <= item < n_items:
-            raise DataError(f"--items: item {item} outside 0..{n_items - 1}")
-        out.append(item)
-    if not out:
-        raise DataError("--items: no items given")
-    return out
-
-
 def score_cmd(
     run: Path = typer.Argument(..., help="Run directory (or a model checkpoint directory with --data)."),
     user: str = typer.Option(..., "--user", "-u", help="User index or user name."),
@@ -147,7 +124,7 @@ def score_cmd(
     loaded = load_run(run, data)
     dataset, model = loaded.dataset, loaded.model
     u = dataset.user_index(user)
-    ids = _parse_items(items, dataset.catalogue.item_names, dataset.catalogue.n_items)
+    ids = dataset.catalogue.item_indices(items)
     scorer = CachedScorer(model, np.asarray(ids))
     score = scorer(np.asarray([u]), np.asarray([ids]), np.ones((1, len(ids)), dtype=bool))[0]
     typer.echo(f"{score:.6f}")

@@ -170,6 +170,30 @@ class Catalogue:
     def n_items(self) -> int:
         return len(self.item_category)
 
+    def item_indices(self, text: str) -> list[int]:
+        """Comma-separated item names (`item_names`) or indices 0..n_items-1 -> indices; a name wins.
+
+        Raises DataError naming the first token that is neither, or an index outside the catalogue.
+        """
+        lookup = {str(name): i for i, name in enumerate(self.item_names.tolist())}
+        out = []
+        for token in (t.strip() for t in str(text).split(",")):
+            if not token:
+                continue
+            if token in lookup:
+                out.append(lookup[token])
+                continue
+            try:
+                item = int(token)
+            except ValueError:
+                raise DataError(f"--items: {token!r} is neither an item name nor an item index") from None
+            if not 0 <= item < self.n_items:
+                raise DataError(f"item {item} not found (items are 0..{self.n_items - 1})")
+            out.append(item)
+        if not out:
+            raise DataError("--items: no items given")
+        return out
+
     @property
     def n_categories(self) -> int:
         return len(self.category_names)
