@@ -20,6 +20,7 @@ from outfitrec.cli import experiment as experiment_cli
 from outfitrec.cli import features as features_cli
 from outfitrec.cli import recommend as recommend_cli
 from outfitrec.cli import train as train_cli
+from outfitrec.cli import users as users_cli
 from outfitrec.data.outfits import DataError
 
 app = typer.Typer(
@@ -35,7 +36,7 @@ def version() -> None:
     print(__version__)
 
 
-for module in (data_cli, features_cli, train_cli, experiment_cli, recommend_cli, demo_cli, baseline_cli):
+for module in (data_cli, features_cli, train_cli, experiment_cli, recommend_cli, users_cli, demo_cli, baseline_cli):
     module.register(app)
 
 

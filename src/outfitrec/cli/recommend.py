@@ -16,8 +16,23 @@ DATA_HELP = "prepared dataset (folder or dataset.npz) for a bare checkpoint; def
 BACKEND_HELP = "inference backend: torch, or onnx (exported on first use into the checkpoint's onnx/ folder)"
 
 
-def load_recommender(run: Path, data: Path | None = None, backend: str = "torch", threads: int = 1, pool: bool = False):
+USERS_FROM_HELP = "folder of new users written by `outfitrec users add` (fitted on this run's checkpoint)"
+REMOVE_HELP = "comma-separated item names or indices removed from the catalogue: never recommended"
+
+
+def load_recommender(
+    run: Path,
+    data: Path | None = None,
+    backend: str = "torch",
+    threads: int = 1,
+    pool: bool = False,
+    users_from: Path | None = None,
+    remove_items: str | None = None,
+):
     """A `Recommender` from a run directory, or from a checkpoint + dataset (`outfitrec.load_recommender`).
+
+    users_from: attach the new users of an overlay folder (`outfitrec users add`); remove_items: items
+    (names or indices, comma-separated) no search returns.
 
     `threads`: torch CPU threads. One by default: the search runs many small
     matrix products, where threads cost more than they gain (measured on the
@@ -31,7 +46,12 @@ def load_recommender(run: Path, data: Path | None = None, backend: str = "torch"
     torch.set_num_threads(threads)
     if backend not in ("torch", "onnx"):
         raise DataError(f"--backend: {backend!r} is not one of torch, onnx")
-    return Recommender.from_run(run, data, backend, pool=pool, progress=pool)  # type: ignore[arg-type]
+    rec = Recommender.from_run(run, data, backend, pool=pool, progress=pool)  # type: ignore[arg-type]
+    if users_from is not None:
+        rec.load_users(users_from)
+    if remove_items is not None:
+        rec.remove_items(rec.dataset.catalogue.item_indices(remove_items))
+    return rec
 
 
 def resolve_user(rec, user: str) -> int:
@@ -98,6 +118,8 @@ def register(app: typer.Typer) -> None:
         data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
         backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
+        users_from: Path | None = typer.Option(None, "--users-from", help=USERS_FROM_HELP),
+        remove_items: str | None = typer.Option(None, "--remove-items", help=REMOVE_HELP),
     ) -> None:
         """The user's top-k new outfits from the whole catalogue (beam search over slots; training outfits excluded).
 
@@ -113,7 +135,7 @@ def register(app: typer.Typer) -> None:
             from outfitrec.recommend.batch import parse_shard, recommend_all
 
             i, n = parse_shard(shard)
-            rec = load_recommender(run, data, backend, pool=True)  # the pool answers default requests
+            rec = load_recommender(run, data, backend, pool=True, users_from=users_from, remove_items=remove_items)
             summary = recommend_all(rec, out, k, (i, n), params, diverse=diverse)
             rate = summary["users_per_second"]
             print(
@@ -122,7 +144,7 @@ def register(app: typer.Typer) -> None:
             )
             print(f"wrote {out}" if summary["merged"] else f"parts in {out}.parts/ (merged when every shard is done)")
             return
-        rec = load_recommender(run, data, backend)
+        rec = load_recommender(run, data, backend, users_from=users_from, remove_items=remove_items)
         index = resolve_user(rec, user)
         start = time.perf_counter()
         recs = rec.recommend(index, k, diverse, template or None, exact, params)
@@ -184,6 +206,8 @@ def register(app: typer.Typer) -> None:
             True, "--pool/--no-pool", help="answer default requests from the cached pool of strong outfits"
         ),
         result_cache: int = typer.Option(4096, "--result-cache", min=0, help="answers kept per worker (0: none)"),
+        users_from: Path | None = typer.Option(None, "--users-from", help=USERS_FROM_HELP),
+        remove_items: str | None = typer.Option(None, "--remove-items", help=REMOVE_HELP),
     ) -> None:
         """Serve recommendations over HTTP (FastAPI + uvicorn) with a web page at /.
 
@@ -197,7 +221,7 @@ def register(app: typer.Typer) -> None:
         from outfitrec.serve.app import create_app
         from outfitrec.serve.factory import serve_environment
 
-        rec = load_recommender(run, data, backend, pool=pool)
+        rec = load_recommender(run, data, backend, pool=pool, users_from=users_from, remove_items=remove_items)
         rec.result_cache_size = result_cache
         print(f"outfitrec: serving {run} on http://{host}:{port}/ with {workers} worker(s) (OpenAPI at /docs)")
         if workers == 1:
@@ -205,7 +229,8 @@ def register(app: typer.Typer) -> None:
             return
         del rec  # the workers load the cached index and pool
         data_arg = None if data is None else str(data)
-        os.environ.update(serve_environment(str(run), data_arg, backend, pool, result_cache=result_cache))
+        extra = {"users_from": None if users_from is None else str(users_from), "remove_items": remove_items}
+        os.environ.update(serve_environment(str(run), data_arg, backend, pool, result_cache=result_cache, **extra))
         uvicorn.run(
             "outfitrec.serve.factory:app_factory",
             factory=True,

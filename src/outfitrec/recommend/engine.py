@@ -98,6 +98,15 @@ class Recommender:
         self.result_cache_size = RESULT_CACHE  # 0: every request searches (benchmarks)
         self.scorer = scorer
         self.index = index
+        self.run_config: dict | None = None  # the run's config.yaml (from_run): fold-in reads its loss settings
+        self._base_users = dataset.n_users  # users of the run; those after were folded in (add_user)
+        self._base_items = dataset.catalogue.n_items  # items of the run; those after were added (add_items)
+        self._new_outfits: dict[int, np.ndarray] = {}  # a folded-in user's liked outfits (PAD-padded rows)
+        self._folded: dict[int, object] = {}  # index -> users.FoldedUser
+        self._added_images: dict[int, np.ndarray] = {}
+        self._fold_in = None  # users.FoldIn, built on first use
+        self._lookup: dict[str, int] | None = None  # item name -> index
+        self._change_lock = threading.Lock()  # adding users / items, removing items: one at a time
         self.templates = templates_from_dataset(
             dataset.catalogue.category_names, dataset.meta, dataset.splits.get("train")
         )
@@ -170,6 +179,7 @@ class Recommender:
         if loaded.run_dir is not None:
             info["run"] = str(loaded.run_dir)
         rec = cls(dataset, scorer, index, info)
+        rec.run_config = loaded.config
         rec.warm_up()
         if pool:
             rec.load_or_build_pool(checkpoint_dir / "cache" if cache else None, progress=progress)
@@ -286,6 +296,9 @@ class Recommender:
         return [self.templates[int(t)] for t in templates]
 
     def _outfits(self, user: int, split: str) -> np.ndarray:
+        if user >= self._base_users:  # folded in: the liked outfits are its training outfits
+            rows = self._new_outfits[user]
+            return rows if split == "train" else rows[:0]
         rows, starts = self._history[split]
         return rows[starts[user] : starts[user + 1]]
 
@@ -328,7 +341,7 @@ class Recommender:
         recs = None
         if use_pool and self.pool is not None and not exact and params == self.searcher.params:
             vector = self.searcher.scorer.user_vector(user)
-            recs = self.pool.top(vector, k, exclude, tkey, diverse)
+            recs = self.pool.top(vector, k, exclude, tkey, diverse, self.index.removed)
         if recs is None:
             with self._slots:
                 recs = self.searcher.search(user, chosen, k, (), exclude, diverse, exact, stats, params)
@@ -356,6 +369,9 @@ class Recommender:
         items = self.check_items(items)
         if not items:
             raise DataError("complete: give at least one item")
+        gone = [i for i in items if self.index.removed[i]]
+        if gone:
+            raise DataError(f"complete: item {gone[0]} was removed from the catalogue")
         if len(set(items)) != len(items):
             raise DataError(f"complete: an item is given twice in {items}")
         tids = None if template is None else [template]
@@ -404,7 +420,8 @@ class Recommender:
     def item_png(self, item: int, scale: int = 1) -> bytes:
         """The item's catalogue image as PNG bytes (nearest-neighbour upscaled by `scale`)."""
         (item,) = self.check_items([item])
-        image = np.asarray(self.dataset.catalogue.load_image(item))
+        added = self._added_images.get(item)
+        image = np.asarray(added if added is not None else self.dataset.catalogue.load_image(item))
         if image.dtype != np.uint8:
             image = np.clip(image, 0, 255).astype(np.uint8)
         pil = Image.fromarray(image)
@@ -413,3 +430,224 @@ class Recommender:
         buffer = io.BytesIO()
         pil.save(buffer, format="PNG")
         return buffer.getvalue()
+
+    # ------------------------------------------------------------------ new users (recommend/users.py)
+    def fold_in(self):
+        """The `users.FoldIn` of this model (built on first use): fits new users with the model frozen.
+
+        DataError for a scorer whose users do not collapse to one vector (the ONNX backend).
+        """
+        from outfitrec.data.negatives import category_pools
+        from outfitrec.recommend.users import FoldIn
+
+        if self._fold_in is None:
+            if not isinstance(self.searcher, FastSearcher):
+                raise DataError("new users: folding a user in needs the torch backend (a collapsed scorer)")
+            train = self.dataset.splits.get("train")
+            cat = self.dataset.catalogue
+            if train is None or len(train) == 0:
+                raise DataError("new users: the dataset has no training outfits to draw random mixes from")
+            pools = category_pools(train.items[train.mask], cat.item_category)
+            self._fold_in = FoldIn(
+                self.searcher.scorer,
+                lambda rows: self.searcher.cache.features(rows)[0],
+                cat.item_category,
+                pools,
+                set(train.item_sets()),
+                fallback_pools=self.index.pools,
+            )
+        self._fold_in.item_category = self.dataset.catalogue.item_category
+        return self._fold_in
+
+    def fold_in_params(self, **overrides):
+        """`users.FoldInParams` from the run's loss settings (config.yaml), with `overrides` (None: default)."""
+        from outfitrec.recommend.users import FoldInParams
+
+        return FoldInParams.from_run_config(self.run_config, **overrides)
+
+    def liked_rows(self, outfits: Sequence[Sequence[int | str]], where: str = "outfits") -> np.ndarray:
+        """Liked outfits given as lists of item ids or names -> checked, PAD-padded rows (`users.liked_rows`)."""
+        from outfitrec.recommend.users import item_lookup, liked_rows
+
+        if self._lookup is None or len(self._lookup) < self.dataset.catalogue.n_items:
+            self._lookup = item_lookup(self.dataset.catalogue)
+        return liked_rows(self.dataset.catalogue, outfits, self.max_size, self._lookup, where, self.index.removed)
+
+    def add_user(self, outfits: Sequence[Sequence[int | str]], name: str | None = None, params=None) -> int:
+        """Fold a new user in from their liked outfits (lists of item ids or names); returns the user's index.
+
+        The model stays frozen (recommend/users.py); the user is added in memory (run files untouched) and
+        `recommend`, `score`, `complete` and `history` answer for it at once; its liked outfits are its
+        training outfits (never recommended back). name: default the index as text. params: a
+        `users.FoldInParams` (default `fold_in_params()`). DataError for bad outfits or a taken name.
+        """
+        from outfitrec.recommend.users import check_new_name
+
+        rows = self.liked_rows(outfits)
+        with self._change_lock:
+            index = self.dataset.n_users
+            name = check_new_name(name, index, self.dataset.user_names)
+            folded = self.fold_in().fit(name, rows, params or self.fold_in_params())
+            self._attach([folded])
+        return index
+
+    def add_users(self, overlay) -> list[int]:
+        """Attach the users of a `users.UserOverlay` (fitted on this checkpoint); their indices."""
+        from outfitrec.recommend.users import check_new_name
+
+        digest = self.info.get("checkpoint_sha256", "")
+        if overlay.checkpoint_sha256 != digest:
+            raise DataError(
+                f"new users: fitted on checkpoint {overlay.checkpoint_sha256[:16]}, this model is {digest[:16]}"
+            )
+        with self._change_lock:
+            names = list(self.dataset.user_names)
+            for offset, user in enumerate(overlay.users):
+                names.append(check_new_name(user.name, self.dataset.n_users + offset, np.asarray(names)))
+                bad = user.outfits[(user.outfits != PAD) & (user.outfits >= self.dataset.catalogue.n_items)]
+                if len(bad):
+                    raise DataError(f"new users: user {user.name!r} liked item {int(bad[0])}, not in the catalogue")
+            first = self.dataset.n_users
+            self._attach(overlay.users)
+        return list(range(first, first + len(overlay.users)))
+
+    def load_users(self, folder: str | Path) -> list[int]:
+        """`add_users` of the folder written by `outfitrec users add` (`users.UserOverlay.load`)."""
+        from outfitrec.recommend.users import UserOverlay
+
+        return self.add_users(UserOverlay.load(folder))
+
+    def _attach(self, users) -> None:
+        """Append fitted users: their vectors, names and liked outfits (under the change lock)."""
+        fold = self.fold_in()
+        vectors = np.stack([fold.vector(u) for u in users])
+        first = self.searcher.scorer.add_users(vectors)
+        for offset, user in enumerate(users):
+            rows = np.full((len(user.outfits), self.max_size), PAD, dtype=np.int64)
+            width = min(self.max_size, user.outfits.shape[1])
+            rows[:, :width] = user.outfits[:, :width]
+            self._new_outfits[first + offset] = rows
+            self._folded[first + offset] = user
+        self.dataset.user_names = np.append(self.dataset.user_names, [u.name for u in users]).astype(str)
+        self.dataset.n_users += len(users)
+        self.info["n_users"] = self.dataset.n_users
+        self.info["new_users"] = self.dataset.n_users - self._base_users
+
+    def overlay(self, users: Sequence[int] | None = None):
+        """The folded-in users (all, or these indices) as a `users.UserOverlay`, ready to `save`."""
+        from outfitrec.recommend.users import UserOverlay
+
+        chosen = sorted(self._folded) if users is None else [self.check_user(u) for u in users]
+        for u in chosen:
+            if u not in self._folded:
+                raise DataError(f"user {u} is a user of the run, not a folded-in one")
+        meta = {"run": self.info.get("run", self.info.get("checkpoint", "")), "dataset": self.info.get("dataset")}
+        folded = [self._folded[u] for u in chosen]
+        return UserOverlay(folded, self.info.get("checkpoint_sha256", ""), self._base_users, meta)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ new and removed items (recommend/items.py)
+    def add_items(
+        self,
+        categories: Sequence[int | str],
+        names: Sequence[str] | None = None,
+        images: Sequence[np.ndarray] | None = None,
+        features: np.ndarray | None = None,
+    ) -> list[int]:
+        """Append items to the catalogue and the search index in memory (no rebuild); their new indices.
+
+        categories: category ids or names; names: unique item names (default the index as text); images
+        (encoder 'cnn') / features (encoders 'features', 'pretrained'): their content (recommend/items.py;
+        an id encoder reads the category alone). The live search finds them at once; the outfit pool
+        (default requests) holds the outfits of its build, so `load_or_build_pool(None)` refreshes it.
+        DataError for an unknown category, a taken name or missing content.
+        """
+        from outfitrec.data.outfits import Catalogue
+        from outfitrec.recommend.items import encode_new_items
+
+        cat = self.dataset.catalogue
+        if not len(categories):
+            raise DataError("add items: no items given")
+        ids = []
+        for c in categories:
+            if isinstance(c, str) and c in cat.category_names:
+                ids.append(cat.category_names.index(c))
+            elif isinstance(c, (int, np.integer)) and not isinstance(c, bool) and 0 <= int(c) < cat.n_categories:
+                ids.append(int(c))
+            else:
+                raise DataError(f"add items: category {c!r} not found (categories are {list(cat.category_names)})")
+        with self._change_lock:
+            first = cat.n_items
+            new_names = [str(first + i) for i in range(len(ids))] if names is None else [str(n) for n in names]
+            taken = set(cat.item_names.tolist())
+            if len(new_names) != len(ids) or len(set(new_names)) != len(new_names) or taken & set(new_names):
+                raise DataError("add items: give one name per item, unique and not already in the catalogue")
+            model = self.searcher.scorer.model if hasattr(self.searcher.scorer, "model") else None
+            if model is None:
+                raise DataError("add items: needs the torch backend")
+            emb = encode_new_items(model, np.asarray(ids), images, features)
+            single = self.scorer.encode_outfits(emb[:, None, :], np.ones((len(emb), 1), bool))
+            pix = None
+            if cat.images is not None:  # keep the catalogue's arrays aligned (a blank image when none fits)
+                blank = np.zeros((len(ids), *cat.images.shape[1:]), cat.images.dtype)
+                if images is not None:
+                    for i, im in enumerate(images):
+                        if np.shape(im) == cat.images.shape[1:]:
+                            blank[i] = im
+                pix = np.concatenate([cat.images, blank])
+            paths = None if cat.image_paths is None else np.append(cat.image_paths, [""] * len(ids))
+            feats = cat.features
+            if feats is not None:
+                extra = np.zeros((len(ids), feats.shape[1]), feats.dtype) if features is None else features
+                feats = np.concatenate([feats, np.asarray(extra, feats.dtype)])
+            self.dataset.catalogue = Catalogue(
+                np.concatenate([cat.item_category, ids]),
+                cat.category_names,
+                np.append(cat.item_names, new_names),
+                pix,
+                paths,
+                feats,
+            )
+            if images is not None:
+                for i, im in enumerate(images):
+                    self._added_images[first + i] = np.asarray(im)
+            self._set_index(self.index.extended(emb, single, ids))
+            self.info["n_items"] = self.dataset.catalogue.n_items
+            self.info["added_items"] = self.dataset.catalogue.n_items - self._base_items
+        return list(range(first, first + len(ids)))
+
+    def remove_items(self, items: Sequence[int | str]) -> list[int]:
+        """Mark items removed: no search path recommends them again (in memory); their indices.
+
+        items: indices or names. Already recommended answers are dropped from the answer cache.
+        """
+        from outfitrec.recommend.users import read_item
+
+        with self._change_lock:
+            if self._lookup is None or len(self._lookup) < self.dataset.catalogue.n_items:
+                from outfitrec.recommend.users import item_lookup
+
+                self._lookup = item_lookup(self.dataset.catalogue)
+            n = self.dataset.catalogue.n_items
+            ids = [read_item(i, n, self._lookup, "remove items") for i in items]
+            if not ids:
+                raise DataError("remove items: no items given")
+            self._set_index(self.index.without(ids))
+            self.info["removed_items"] = int(self.index.removed.sum())
+        return ids
+
+    @property
+    def removed_items(self) -> np.ndarray:
+        """Indices of the items removed after training (sorted)."""
+        return np.flatnonzero(self.index.removed)
+
+    def _set_index(self, index: SearchIndex) -> None:
+        """Swap in a changed index: a new searcher over it (sharing the feature cache), answers forgotten."""
+        old = self.searcher
+        if isinstance(old, FastSearcher):
+            old.cache.item_emb = index.item_emb
+            searcher: Searcher = FastSearcher(old.scorer, index, old.params, old.cache)
+        else:
+            searcher = Searcher(old.scorer, index, old.params)
+        self.index, self.searcher = index, searcher
+        with self._results_lock:
+            self._results.clear()

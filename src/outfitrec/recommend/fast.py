@@ -135,6 +135,16 @@ class CollapsedScorer:
     def user_vector(self, user: int) -> np.ndarray:
         return self.user_matrix[int(user)]
 
+    def add_users(self, vectors: np.ndarray) -> int:
+        """Append user rows [n, m] (new users folded in: recommend/users.py); returns the first new index.
+
+        The matrix is replaced, not grown in place, so a request reading the old one is unaffected.
+        """
+        vectors = np.asarray(vectors, dtype=self.user_matrix.dtype).reshape(-1, self.user_matrix.shape[1])
+        first = len(self.user_matrix)
+        self.user_matrix = np.ascontiguousarray(np.concatenate([self.user_matrix, vectors]))
+        return first
+
     @property
     def bytes_per_user(self) -> int:
         return int(self.user_matrix.shape[1] * self.user_matrix.dtype.itemsize)
@@ -336,14 +346,19 @@ class OutfitPool:
         exclude: set[frozenset[int]] | None = None,
         templates: Sequence[int] | None = None,
         diverse: bool = False,
+        removed: np.ndarray | None = None,
     ) -> list[Recommendation] | None:
         """The k best pool outfits for the user vector (template ids index the full template list), or None.
 
-        templates: allowed template indices (default all). None when the pool
-        cannot fill k outfits under the exclusions (the caller falls back to the live search).
+        templates: allowed template indices (default all); removed: bool [n_items], items no outfit may hold
+        (`SearchIndex.removed`). None when the pool cannot fill k outfits under the exclusions (the caller
+        falls back to the live search).
         """
         scores = _dot(self.features, user_vector)
         cand = np.arange(len(scores))
+        if removed is not None and removed.any():
+            rows = self.rows
+            cand = cand[~(removed[np.where(rows != PAD, rows, 0)] & (rows != PAD)).any(axis=1)]
         if templates is not None:
             cand = cand[np.isin(self.template, np.asarray(list(templates), dtype=np.int64))]
         n = min(len(cand), 4 * k + len(exclude or ()) + 8)

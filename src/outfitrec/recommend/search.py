@@ -97,13 +97,16 @@ class SearchIndex:
     single_z: float32 [n_items, d], the outfit embedding of each one-item
     outfit (user-independent, so the per-user shortlist costs one scoring pass);
     item_category: int64 [n_items]; pools: category id -> item ids that may be
-    recommended (default: every catalogue item of that category).
+    recommended (default: every catalogue item of that category, less the removed ones);
+    removed: bool [n_items], items taken out of the catalogue after training (`without`):
+    no search path returns them (the pools leave them out, the outfit pool skips them).
     """
 
     item_emb: np.ndarray
     single_z: np.ndarray
     item_category: np.ndarray
     pools: dict[int, np.ndarray] = field(default_factory=dict)
+    removed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.item_emb = np.ascontiguousarray(self.item_emb, dtype=np.float32)
@@ -115,8 +118,29 @@ class SearchIndex:
                 f"search index: {self.item_emb.shape[0]} item embeddings / {self.single_z.shape[0]} one-item outfit "
                 f"embeddings for {n} catalogue items"
             )
+        self.removed = np.zeros(n, bool) if self.removed is None else np.asarray(self.removed, dtype=bool)
+        if len(self.removed) != n:
+            raise DataError(f"search index: removal mask of {len(self.removed)} items for {n} catalogue items")
         if not self.pools:
-            self.pools = {int(c): np.flatnonzero(self.item_category == c) for c in np.unique(self.item_category)}
+            live = ~self.removed
+            self.pools = {
+                int(c): np.flatnonzero((self.item_category == c) & live) for c in np.unique(self.item_category)
+            }
+
+    def extended(self, item_emb: np.ndarray, single_z: np.ndarray, item_category: np.ndarray) -> SearchIndex:
+        """A new index with items appended (their embeddings and one-item outfit embeddings); ids continue."""
+        return SearchIndex(
+            np.concatenate([self.item_emb, np.asarray(item_emb, np.float32).reshape(-1, self.item_emb.shape[1])]),
+            np.concatenate([self.single_z, np.asarray(single_z, np.float32).reshape(-1, self.single_z.shape[1])]),
+            np.concatenate([self.item_category, np.asarray(item_category, np.int64)]),
+            removed=np.concatenate([self.removed, np.zeros(len(item_category), bool)]),
+        )
+
+    def without(self, items: Sequence[int]) -> SearchIndex:
+        """A new index (the same arrays) where `items` are removed: never in a pool, never recommended."""
+        removed = self.removed.copy()
+        removed[np.asarray(list(items), dtype=np.int64)] = True
+        return SearchIndex(self.item_emb, self.single_z, self.item_category, removed=removed)
 
     @classmethod
     def build(

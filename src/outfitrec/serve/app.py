@@ -22,6 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
@@ -45,6 +46,9 @@ MAX_PAGE = 1000
 MAX_OFFSET = 2**31 - 1
 MAX_TEMPLATES = 32
 MAX_NAME = 200
+MAX_LIKED = 100  # liked outfits of a new user (POST /api/users)
+MAX_IMAGE_BASE64 = 4_000_000
+MAX_FEATURES = 100_000
 IMAGE_CACHE = 4096
 
 
@@ -135,6 +139,44 @@ class ScoreRequest(_Strict):
     )
 
 
+class NewUserRequest(_Strict):
+    """A new user from a few liked outfits: folded in with the model frozen (recommend/users.py), no retraining."""
+
+    outfits: list[
+        Annotated[
+            list[StrictInt | Annotated[str, Field(min_length=1, max_length=MAX_NAME)]],
+            Field(min_length=1, max_length=MAX_OUTFIT_ITEMS),
+        ]
+    ] = Field(
+        min_length=1,
+        max_length=MAX_LIKED,
+        description=f"up to {MAX_LIKED} liked outfits, each a list of item ids or item names",
+    )
+    name: str | None = Field(None, min_length=1, max_length=MAX_NAME, description="user name (default: the index)")
+    seed: StrictInt = Field(0, ge=0, le=MAX_OFFSET, description="seed of the fold-in (random mixes, start)")
+
+
+class NewUser(BaseModel):
+    id: int
+    name: str
+    n_train: int = Field(description="liked outfits (the user's training outfits: never recommended back)")
+    loss: float = Field(description="the fold-in's final training loss")
+    seconds: float = Field(description="server-side time of the fold-in")
+
+
+class NewItemRequest(_Strict):
+    """A catalogue item added after training (encoded from its content; recommend/items.py)."""
+
+    category: str = Field(min_length=1, max_length=MAX_NAME, description="category name (see /api/info)")
+    name: str | None = Field(None, min_length=1, max_length=MAX_NAME, description="item name (default: its id)")
+    image_png_base64: str | None = Field(
+        None, max_length=MAX_IMAGE_BASE64, description="the item's image, PNG/JPEG bytes in base64 (encoder 'cnn')"
+    )
+    features: list[float] | None = Field(
+        None, max_length=MAX_FEATURES, description="the item's feature vector (encoders 'features' / 'pretrained')"
+    )
+
+
 class Item(BaseModel):
     id: int
     category: str
@@ -176,11 +218,34 @@ class ItemPage(BaseModel):
     items: list[Item]
 
 
-def create_app(recommender: Recommender) -> FastAPI:
+class Refused(RuntimeError):
+    """A change the server is not allowed to make (409)."""
+
+
+def _decode_image(text: str, catalogue) -> np.ndarray:
+    """A base64 image -> uint8 array in the catalogue's mode (grey [H, W] when its images are grey)."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as im:
+            grey = catalogue.images is not None and catalogue.images.ndim == 3
+            return np.asarray(im.convert("L" if grey else "RGB"))
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"image_png_base64: not a readable base64 image ({exc})") from None
+
+
+def create_app(recommender: Recommender, allow_changes: bool = True) -> FastAPI:
     """The FastAPI app answering from one loaded recommender (`Recommender.from_run`).
 
     Routes under /api (recommend, complete, score, users, items, images), the web page at /,
     OpenAPI at /docs; serve it with `uvicorn.run(app, host="127.0.0.1", port=8000)`.
+    allow_changes: POST /api/users, POST /api/items and DELETE /api/items/{id} change this process's
+    recommender; several worker processes would disagree, so `outfitrec serve --workers N` (N > 1) turns
+    them off (409) and loads new users from `--users-from` in every worker instead.
     """
     app = FastAPI(
         title="outfitrec",
@@ -189,7 +254,6 @@ def create_app(recommender: Recommender) -> FastAPI:
     )
     rec = recommender
     app.state.recommender = rec
-    catalogue = rec.dataset.catalogue
     png_cache: OrderedDict[tuple[int, int], bytes] = OrderedDict()
     png_lock = threading.Lock()
 
@@ -210,7 +274,7 @@ def create_app(recommender: Recommender) -> FastAPI:
         return Item(
             id=int(i),
             category=rec.item_category_name(i),
-            name=str(catalogue.item_names[int(i)]),
+            name=str(rec.dataset.catalogue.item_names[int(i)]),
             image=f"/api/items/{int(i)}/image.png",
         )
 
@@ -227,7 +291,7 @@ def create_app(recommender: Recommender) -> FastAPI:
 
     @app.get("/health", summary="Liveness: the model is loaded")
     def health() -> dict:
-        return {"status": "ok", "users": rec.dataset.n_users, "items": catalogue.n_items}
+        return {"status": "ok", "users": rec.dataset.n_users, "items": rec.dataset.catalogue.n_items}
 
     @app.get("/api/info", summary="The model, its checkpoint and dataset, the templates")
     def info() -> dict:
@@ -250,6 +314,60 @@ def create_app(recommender: Recommender) -> FastAPI:
     def history(user: int, split: str = Query("train", pattern="^(train|valid|test)$")) -> OutfitList:
         outfits = [Outfit(items=[item(i) for i in o]) for o in rec.history(user, split)]
         return OutfitList(user=user, outfits=outfits)
+
+    def check_changes(what: str) -> None:
+        if not allow_changes:
+            raise Refused(
+                f"{what} is off: this server runs several worker processes, which would disagree; add users with "
+                "`outfitrec users add` and serve them with --users-from, or serve with --workers 1"
+            )
+
+    @app.exception_handler(Refused)
+    def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.post(
+        "/api/users",
+        response_model=NewUser,
+        status_code=201,
+        summary="Add a user from a few liked outfits (fold-in: no retraining)",
+        responses=INVALID | {409: {"model": Message, "description": "Changes are off (several workers)"}},
+    )
+    def new_user(req: NewUserRequest) -> NewUser:
+        check_changes("adding users")
+        start = time.perf_counter()
+        user = rec.add_user(req.outfits, req.name, rec.fold_in_params(seed=req.seed))
+        seconds = time.perf_counter() - start
+        name = str(rec.dataset.user_names[user])
+        loss = rec.overlay([user]).users[0].loss
+        return NewUser(id=user, name=name, n_train=len(req.outfits), loss=loss, seconds=seconds)
+
+    @app.post(
+        "/api/items",
+        response_model=Item,
+        status_code=201,
+        summary="Add a catalogue item (encoded from its image or features; no index rebuild)",
+        responses=INVALID | {409: {"model": Message, "description": "Changes are off (several workers)"}},
+    )
+    def new_item(req: NewItemRequest) -> Item:
+        check_changes("adding items")
+        images = None
+        if req.image_png_base64 is not None:
+            images = [_decode_image(req.image_png_base64, rec.dataset.catalogue)]
+        features = None if req.features is None else [req.features]
+        (added,) = rec.add_items([req.category], None if req.name is None else [req.name], images, features)
+        return item(added)
+
+    @app.delete(
+        "/api/items/{item_id}",
+        summary="Remove an item: never recommended again",
+        responses=ERRORS | {409: {"model": Message, "description": "Changes are off (several workers)"}},
+    )
+    def remove_item(item_id: int) -> dict:
+        check_changes("removing items")
+        rec.check_items([item_id])
+        rec.remove_items([item_id])
+        return {"removed": item_id, "removed_total": int(len(rec.removed_items))}
 
     @app.post("/api/recommend", response_model=OutfitList, summary="The user's top-k new outfits", responses=ERRORS)
     def recommend(req: RecommendRequest) -> OutfitList:
@@ -281,6 +399,7 @@ def create_app(recommender: Recommender) -> FastAPI:
         offset: int = Query(0, ge=0, le=MAX_OFFSET),
         limit: int = Query(100, ge=1, le=MAX_PAGE),
     ) -> ItemPage:
+        catalogue = rec.dataset.catalogue
         if category is None:
             ids = range(catalogue.n_items)
         else:

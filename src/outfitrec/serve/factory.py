@@ -19,11 +19,18 @@ ENV = "OUTFITREC_SERVE"
 
 
 def serve_environment(
-    run: str, data: str | None, backend: str, pool: bool, threads: int = 1, result_cache: int | None = None
+    run: str,
+    data: str | None,
+    backend: str,
+    pool: bool,
+    threads: int = 1,
+    result_cache: int | None = None,
+    users_from: str | None = None,
+    remove_items: str | None = None,
 ) -> dict[str, str]:
-    """The environment variable that tells `app_factory` what to load."""
+    """The environment variable that tells `app_factory` what to load (new users and removed items too)."""
     spec = {"run": str(run), "data": None if data is None else str(data), "backend": backend, "pool": pool}
-    spec |= {"threads": threads, "result_cache": result_cache}
+    spec |= {"threads": threads, "result_cache": result_cache, "users_from": users_from, "remove_items": remove_items}
     return {ENV: json.dumps(spec)}
 
 
@@ -41,6 +48,10 @@ def load_from_environment():
     rec = Recommender.from_run(spec["run"], spec.get("data"), spec.get("backend", "torch"), pool=spec.get("pool", True))
     if spec.get("result_cache") is not None:
         rec.result_cache_size = int(spec["result_cache"])
+    if spec.get("users_from"):
+        rec.load_users(spec["users_from"])
+    if spec.get("remove_items"):
+        rec.remove_items(rec.dataset.catalogue.item_indices(spec["remove_items"]))
     return rec
 
 
@@ -48,4 +59,4 @@ def app_factory():
     """uvicorn's factory: the app of one worker process."""
     from outfitrec.serve.app import create_app
 
-    return create_app(load_from_environment())
+    return create_app(load_from_environment(), allow_changes=False)  # workers would disagree
