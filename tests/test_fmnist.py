@@ -223,3 +223,28 @@ def test_cli_make_fmnist_and_oracle(tmp_path):
     assert report["oracle"]["auc"] > report["popularity"]["auc"]
     with np.load(flags) as z:
         assert z["neg.false_negative"].shape == (report["n_positives"] * report["k"],)
+
+
+def test_second_draw_is_another_seed_and_another_unseen_share(tmp_path):
+    """Draw 2 of the main comparison: generator seed 1 and 40 % unseen items; draw 1 is the preset itself."""
+    from outfitrec.cli import app
+    from outfitrec.data.fmnist import DRAWS, draw_settings
+
+    assert draw_settings(1) == (0, None)  # the preset as `make demo` writes it (unseen share 0.3)
+    assert draw_settings(2) == (1, 0.4)
+    assert preset_config("default").unseen_share == 0.3 and set(DRAWS) == {1, 2}
+    with pytest.raises(DataError, match="unknown draw 3"):
+        draw_settings(3)
+    runner = CliRunner()
+    out = tmp_path / "draw2"
+    args = ["data", "make-fmnist", str(out), "--preset", "tiny", "--images", "procedural", "--no-polyvore-u"]
+    result = runner.invoke(app, [*args, "--draw", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    assert abs(summary["n_unseen_items"] / summary["n_items"] - 0.4) < 0.02
+    # the same as spelling the settings out (seed 1, unseen share 0.4)
+    same = generate("tiny", seed=1, images="procedural", config=preset_config("tiny", unseen_share=0.4))
+    loaded = OutfitDataset.load(out / "dataset.npz")
+    np.testing.assert_array_equal(loaded.splits["train"].items, same.dataset.splits["train"].items)
+    result = runner.invoke(app, [*args, "--draw", "2", "--seed", "3", "--overwrite"])  # main() makes it exit 2
+    assert isinstance(result.exception, DataError) and "--draw sets the seed" in str(result.exception)

@@ -24,7 +24,13 @@ class ImageSource(StrEnum):
 def make_fmnist(
     out: Path = typer.Argument(..., help="The prepared dataset folder to write."),
     preset: Preset = typer.Option(Preset.default, "--preset", help="tiny (tests), default (demo), large (scale)."),
-    seed: int = typer.Option(0, "--seed", help="One seed, one dataset: generation is deterministic."),
+    seed: int = typer.Option(None, "--seed", help="One seed, one dataset: generation is deterministic. [default: 0]"),
+    draw: int = typer.Option(
+        None,
+        "--draw",
+        help="A numbered draw of the preset (data/fmnist.py DRAWS): 1 = seed 0, the preset's unseen share; "
+        "2 = seed 1, unseen share 0.4 (the second draw of the main comparison). Not with --seed / --unseen.",
+    ),
     images: ImageSource = typer.Option(
         ImageSource.fmnist,
         "--images",
@@ -42,10 +48,16 @@ def make_fmnist(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a dataset already in OUT."),
 ) -> None:
     """Generate a Fashion-MNIST outfit dataset with known ground truth into a prepared folder."""
-    from outfitrec.data.fmnist import generate, preset_config, write_fmnist
+    from outfitrec.data.fmnist import draw_settings, generate, preset_config, write_fmnist
     from outfitrec.data.io import check_output_folder
     from outfitrec.data.negatives import check_seed
+    from outfitrec.data.outfits import DataError
 
+    if draw is not None:
+        if seed is not None or unseen_share is not None:
+            raise DataError("make-fmnist: --draw sets the seed and the unseen share; drop --seed / --unseen")
+        seed, unseen_share = draw_settings(draw)
+    seed = 0 if seed is None else seed
     check_seed(seed)
     check_output_folder(out, (fmnist_dir,), overwrite)  # fail before generating
     start = time.perf_counter()

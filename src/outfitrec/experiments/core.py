@@ -22,7 +22,7 @@ from outfitrec.evaluate.protocol import evaluate_baselines
 from outfitrec.experiments import definitions
 from outfitrec.experiments.cost import cost_markdown, cost_table
 from outfitrec.experiments.qualitative import space_figure, top_outfits_figure
-from outfitrec.experiments.report import primary_split, run_rows, to_csv, write_results
+from outfitrec.experiments.report import primary_split, run_rows, to_csv, write_claims, write_results
 from outfitrec.experiments.runner import Lab, Variant
 from outfitrec.experiments.scales import DISTILL, SCALES, per_user_cap
 from outfitrec.models.checkpoint import load_run
@@ -72,6 +72,7 @@ def run_experiment(
     command: str | None = None,
     only: list[str] | None = None,
     no_train: bool = False,
+    compare: str | Path | None = None,
 ) -> dict[str, Path]:
     """Run experiment `name` on a prepared dataset; returns the paths of the files it wrote.
 
@@ -79,6 +80,9 @@ def run_experiment(
     two processes; the results folder then covers those variants only, and a
     later call without `only` reuses every finished run. no_train: train
     nothing, write the tables from the runs finished so far (the rest listed).
+    compare (main only): the results folder of the same experiment on another
+    dataset (another draw); claims.md then puts both tables side by side and
+    says, claim by claim (definitions.MAIN_CLAIMS), whether it holds on each.
     """
     if name not in EXPERIMENTS:
         raise DataError(f"experiment: unknown name {name!r} (expected one of {', '.join(EXPERIMENTS)})")
@@ -87,6 +91,10 @@ def run_experiment(
         raise DataError(f"experiment: unknown scale {scale!r} (expected one of {', '.join(SCALES)})")
     if seeds < 1:
         raise DataError(f"experiment: --seeds must be at least 1, got {seeds}")
+    if compare is not None and name != "main":
+        raise DataError(f"experiment {name}: --compare checks the main comparison's claims; use it with main")
+    if compare is not None and not (Path(compare) / "runs.csv").is_file():
+        raise DataError(f"{compare}: no runs.csv (--compare takes the results folder of another main comparison)")
     root, runs_default = default_dirs(data, scale)
     out = Path(out) if out is not None else root / name
     lab = Lab(data, runs if runs is not None else runs_default, scale, progress=False, no_train=no_train)
@@ -112,6 +120,17 @@ def run_experiment(
             notes += "\n- Not finished when this table was written (left out): " + ", ".join(lab.missing) + "."
         baselines = _baselines(lab, primary_split(results)) if name != "cold" and results else None
         paths = write_results(out, name, results, TITLES[name], command, notes, baselines)
+        if compare is not None:
+            labels = [Path(compare).name, out.name]
+            if labels[0] == labels[1]:
+                labels = [f"{labels[0]} (1)", f"{labels[1]} (2)"]
+            paths |= write_claims(
+                out,
+                {labels[0]: Path(compare), labels[1]: out},
+                definitions.MAIN_CLAIMS,
+                command,
+                "Main comparison on two generated datasets: which claims hold on both",
+            )
     write_text_atomic(out / "log.txt", "\n".join(lab.log) + "\n")
     paths["log"] = out / "log.txt"
     return paths
@@ -142,6 +161,14 @@ def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:
 def _notes(name: str, lab: Lab, scale: str) -> str:
 
     cap = per_user_cap(lab.kind, scale)
+    per_seed = name == "main"  # main_variants: one teacher per seed
+    teachers = (
+        "One teacher run per seed: the students of seed s learn from the teacher (or teacher+cl, teacher-es) of "
+        "seed s, so every ± holds the spread of both seeds; a teacher row's Δ is paired by seed."
+        if per_seed
+        else "The teacher is one run (seed 0) shared by every student seed; its row's Δ compares it with each "
+        "student seed."
+    )
     parts = [
         f"Dataset {lab.data} (item encoder: {'CNN on images' if lab.kind == 'images' else 'id + category'}), "
         f"scale {scale!r}"
@@ -151,7 +178,7 @@ def _notes(name: str, lab: Lab, scale: str) -> str:
             if cap
             else "."
         ),
-        "The teacher is one run (seed 0) shared by every student seed; its row's Δ compares it with each student seed.",
+        teachers,
         f"FND: soft offsets, alpha = {DISTILL[scale]['alpha']}, threshold r_u = mean of the teacher's scores of "
         "the user's training positives, unless the variant says otherwise. FN flagged / precision / recall: "
         "the last epoch's share of sampled negatives the teacher flags, and those flags against the oracle's "

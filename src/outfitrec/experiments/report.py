@@ -13,12 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from outfitrec.data.outfits import write_text_atomic
-from outfitrec.experiments.runner import RunResult
+from outfitrec.data.outfits import DataError, write_text_atomic
+from outfitrec.experiments.runner import RunResult, is_shared
 
 METRICS = ("auc", "ndcg", "ndcg@10", "fitb")
 TRUE_METRICS = ("true_share", "oracle_recall@10")  # Fashion-MNIST runs: metrics['true_utility'] (runner.Lab)
@@ -93,13 +94,14 @@ def summarize(results: list[RunResult], split: str) -> list[dict]:
                 base_by_seed = {b.seed: b.metrics.get(split, {}).get(key) for b in base}
                 for r in runs:
                     ours = r.metrics.get(split, {}).get(key)
-                    # the shared teacher (one run) is compared with every baseline seed
-                    shared = v.role == "teacher" or (v.role == "hybrid" and v.mix_of is None)
+                    # the shared teacher (one run) is compared with every baseline seed; per-seed runs by seed
+                    shared = is_shared(v)
                     pairs = base_by_seed.values() if shared else [base_by_seed.get(r.seed)]
                     diffs += [ours - b for b in pairs if b is not None and ours is not None]
             row[f"d_{key}_mean"], row[f"d_{key}_std"] = _mean_std(diffs)
             row[f"d_{key}_n"] = len(diffs)
         row["baseline"] = v.baseline or ""
+        row["spread_of"] = v.spread_of or ""
         for key in ("fn_flagged_share", "fn_precision", "fn_recall"):
             vals = [r.history[-1].get(key) for r in runs if r.history]
             row[key] = _mean_std(vals)[0]
@@ -238,6 +240,19 @@ def write_results(
             "(`recommend/true_utility.py`).",
             "",
         ]
+    spread = spread_rows(summary)
+    if spread:
+        md += [
+            "Teacher seeds: each seed's students learn from the teacher of the same seed, so the ± above holds both "
+            "spreads. The variance split below sets a variant's spread against its twin's, whose every seed is "
+            "taught by the seed-0 teacher (student seeds only); taking the two as independent and additive, the "
+            "teacher's share of the variance = max(0, 1 - std(student seeds)² / std(both)²). With 3 seeds each "
+            "std is itself uncertain by about ±50%, so read the share as large / small, not as a figure.",
+            "",
+            spread_markdown(spread, split),
+        ]
+        paths["spread"] = out / "spread.csv"
+        write_text_atomic(paths["spread"], to_csv(spread))
     if baselines:
         md += [
             "Baselines without a training loop, fitted on the same training outfits and scored on the same "
@@ -313,3 +328,266 @@ def _save_fig(fig, path: Path) -> None:
 
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=110)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Teacher seeds: how much of a distilled variant's spread over seeds is the teacher's
+
+SPREAD_METRICS = ("auc", "true_share")
+
+
+def spread_rows(summary: list[dict]) -> list[dict]:
+    """The variance split of each variant that has a `spread_of` twin in the summary (summarize's rows).
+
+    The variant (seed s taught by the teacher of seed s) varies with both seeds; its twin (every seed taught
+    by the seed-0 teacher) with the student seed alone. Taking the two sources as independent and additive,
+    var(both) = var(student) + var(teacher), so the teacher's share of the variance is
+    max(0, 1 - var(twin) / var(variant)) (NaN when a std is missing or the variant's is 0). One row per
+    (variant, metric): {variant, twin, metric, n, std_both, std_student, teacher_share}.
+    """
+    by_name = {row["variant"]: row for row in summary}
+    out = []
+    for twin in summary:
+        name = twin.get("spread_of") or ""
+        if not name or name not in by_name:
+            continue
+        row = by_name[name]
+        for metric in SPREAD_METRICS:
+            both, student = row.get(f"{metric}_std", math.nan), twin.get(f"{metric}_std", math.nan)
+            both = math.nan if both is None else float(both)
+            student = math.nan if student is None else float(student)
+            share = math.nan
+            if not (math.isnan(both) or math.isnan(student)) and both > 0:
+                share = max(0.0, 1.0 - student**2 / both**2)
+            out.append(
+                {
+                    "variant": name,
+                    "twin": twin["variant"],
+                    "metric": metric,
+                    "n": min(int(row.get("n", 0)), int(twin.get("n", 0))),
+                    "std_both": both,
+                    "std_student": student,
+                    "teacher_share": share,
+                }
+            )
+    return out
+
+
+def spread_markdown(rows: list[dict], split: str) -> str:
+    """spread_rows as a Markdown table with its reading in the header."""
+    head = [
+        "variant",
+        "metric",
+        "n seeds",
+        "std: teacher + student seeds",
+        "std: student seeds (seed-0 teacher)",
+        "teacher's share of the variance",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] * 2 + [" ---: "] * 4) + "|"]
+    for r in rows:
+        metric = f"{split} AUC" if r["metric"] == "auc" else r["metric"].replace("_", " ")
+        cells = [r["variant"], metric, str(r["n"]), _fmt(r["std_both"], 4), _fmt(r["std_student"], 4)]
+        cells.append("-" if math.isnan(r["teacher_share"]) else f"{r['teacher_share']:.0%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Claims across draws: does the sign of a paired difference hold on another generated dataset?
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of a table: variant `a` beats (`>`) or matches (`>=`) variant `b` on `metric`, per seed.
+
+    metric: "auc", "ndcg", "ndcg@10", "fitb" (of the table's split) or "true_share", "oracle_recall@10".
+    """
+
+    text: str
+    a: str
+    b: str
+    metric: str = "auc"
+    op: str = ">"
+
+
+def _metric_key(metric: str, split: str) -> str:
+    return metric if metric in TRUE_METRICS else f"{split}_{metric}"
+
+
+def _num(v) -> float:
+    if v is None or v == "":
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def claim_deltas(rows: list[dict], claim: Claim, split: str) -> list[float]:
+    """Per-seed differences a - b of a claim from one experiment's run rows (runs.csv: variant, seed, metrics).
+
+    Runs of the same seed are paired; a variant with one run only (the shared teacher) is paired with every
+    run of the other. Pairs with a missing value are left out.
+    """
+    key = _metric_key(claim.metric, split)
+    runs: dict[str, dict[int, float]] = {claim.a: {}, claim.b: {}}
+    for row in rows:
+        if row.get("variant") in runs:
+            runs[row["variant"]][int(row["seed"])] = _num(row.get(key))
+    a, b = runs[claim.a], runs[claim.b]
+    if not a or not b:
+        return []
+    if len(a) == 1 and len(b) > 1:
+        pairs = [(next(iter(a.values())), vb) for vb in b.values()]
+    elif len(b) == 1 and len(a) > 1:
+        pairs = [(va, next(iter(b.values()))) for va in a.values()]
+    else:
+        pairs = [(a[s], b[s]) for s in sorted(a) if s in b]
+    return [x - y for x, y in pairs if not (math.isnan(x) or math.isnan(y))]
+
+
+def claim_verdict(deltas: list[float], op: str) -> str:
+    """'holds' when the mean paired difference has the claim's sign (> 0, or >= 0), else 'does not hold'.
+
+    ' (within noise)' is appended when |mean| is not above the differences' std (ddof=1); 'not measured'
+    when there is no pair.
+    """
+    if not deltas:
+        return "not measured"
+    mean, std = _mean_std(deltas)
+    holds = mean > 0 if op == ">" else mean >= 0
+    verdict = "holds" if holds else "does not hold"
+    if not math.isnan(std) and abs(mean) <= std:
+        verdict += " (within noise)"
+    return verdict
+
+
+def compare_claims(draws: dict[str, tuple[list[dict], str]], claims: list[Claim]) -> list[dict]:
+    """Each claim on each draw: {claim, metric, op, a, b, then per draw label: delta mean/std/n, verdict; both}.
+
+    draws: {label: (run rows, split)}. `all`: "holds on all" when every draw holds ("(within noise on
+    some)" added when a draw's holds within noise), "holds on none", "mixed", or "not measured everywhere"
+    when a draw lacks a variant.
+    """
+    out = []
+    for claim in claims:
+        row: dict = {"claim": claim.text, "metric": claim.metric, "op": claim.op, "a": claim.a, "b": claim.b}
+        verdicts = []
+        for label, (rows, split) in draws.items():
+            deltas = claim_deltas(rows, claim, split)
+            mean, std = _mean_std(deltas)
+            row[f"{label}_delta_mean"], row[f"{label}_delta_std"], row[f"{label}_n"] = mean, std, len(deltas)
+            row[f"{label}_verdict"] = verdict = claim_verdict(deltas, claim.op)
+            verdicts.append(verdict)
+        if any(v == "not measured" for v in verdicts):
+            row["all"] = "not measured everywhere"
+        elif all(v.startswith("holds") for v in verdicts):
+            row["all"] = "holds on all" + (" (within noise on some)" if any("noise" in v for v in verdicts) else "")
+        elif not any(v.startswith("holds") for v in verdicts):
+            row["all"] = "holds on none"
+        else:
+            row["all"] = "mixed"
+        out.append(row)
+    return out
+
+
+def claims_markdown(rows: list[dict], labels: list[str]) -> str:
+    """compare_claims's rows as a Markdown table: per draw the paired Δ (mean ± std, n) and the verdict."""
+    head = ["claim", "metric"]
+    for label in labels:
+        head += [f"Δ {label}", label]
+    head.append("all draws")
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join([" --- "] * 2 + [" ---: ", " --- "] * len(labels) + [" --- "]) + "|",
+    ]
+    for r in rows:
+        metric = r["metric"].replace("_", " ")
+        cells = [f"{r['claim']} ({r['a']} {r['op']} {r['b']})", metric]
+        for label in labels:
+            n = r[f"{label}_n"]
+            delta = _pm(r[f"{label}_delta_mean"], r[f"{label}_delta_std"], 4, signed=True)
+            cells += [f"{delta} (n={n})" if n else "-", r[f"{label}_verdict"]]
+        cells.append(r["all"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side_markdown(summaries: dict[str, list[dict]], split_of: dict[str, str]) -> str:
+    """The draws' summaries side by side: per variant and draw, AUC and true share (mean ± std over seeds)."""
+    labels = list(summaries)
+    names: list[str] = []
+    for rows in summaries.values():
+        names += [r["variant"] for r in rows if r["variant"] not in names]
+    head = ["variant"]
+    for label in labels:
+        head += [f"{label}: {split_of[label]} AUC", f"{label}: true share"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join([" --- "] + [" ---: "] * (2 * len(labels))) + "|"]
+    for name in names:
+        cells = [name]
+        for label in labels:
+            row = next((r for r in summaries[label] if r["variant"] == name), None)
+            if row is None:
+                cells += ["-", "-"]
+                continue
+            n = row.get("n", "")
+            auc = _pm(_num(row.get("auc_mean")), _num(row.get("auc_std")))
+            share = _pm(_num(row.get("true_share_mean")), _num(row.get("true_share_std")), 3)
+            cells += [f"{auc} (n={n})", share]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_results(folder: str | Path) -> tuple[list[dict], list[dict], str]:
+    """(run rows, summary rows, split) of an experiment's results folder (runs.csv, summary.csv).
+
+    The split is 'test' when every run row has a test AUC, else 'valid' (as `primary_split`). Raises
+    DataError naming the file when a folder lacks them.
+    """
+    folder = Path(folder)
+    out = []
+    for name in ("runs.csv", "summary.csv"):
+        path = folder / name
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read an experiment's results ({exc.strerror or exc})") from None
+        if not rows or "variant" not in rows[0]:
+            raise DataError(f"{path}: no rows with a 'variant' column (not an experiment's {name})")
+        out.append(rows)
+    runs, summary = out
+    split = "test" if all(not math.isnan(_num(r.get("test_auc"))) for r in runs) else "valid"
+    return runs, summary, split
+
+
+def write_claims(out: Path, folders: dict[str, Path], claims: list[Claim], command: str, title: str) -> dict:
+    """claims.md and claims.csv in `out`: the draws' tables side by side and each claim held or not per draw.
+
+    folders: {label: results folder of one draw (runs.csv, summary.csv)}, in column order.
+    """
+    read = {label: read_results(folder) for label, folder in folders.items()}
+    rows = compare_claims({label: (runs, split) for label, (runs, _, split) in read.items()}, claims)
+    labels = list(folders)
+    paths = {"claims": Path(out) / "claims.md", "claims_csv": Path(out) / "claims.csv"}
+    write_text_atomic(paths["claims_csv"], to_csv(rows))
+    md = [
+        f"# {title}",
+        "",
+        "Draws: " + "; ".join(f"**{label}** = `{folders[label]}`" for label in labels) + ".",
+        "",
+        side_by_side_markdown({k: v[1] for k, v in read.items()}, {k: v[2] for k, v in read.items()}),
+        "A claim is the sign of a paired difference (same seed; a one-run teacher is paired with every seed): "
+        "Δ = a - b, mean ± std over the pairs. *holds*: the mean has the claim's sign (> 0; >= 0 for '>='); "
+        "*(within noise)*: |mean| is not above the std of the pairs. *all draws*: holds on all / none / mixed.",
+        "",
+        claims_markdown(rows, labels),
+        "Reproduce:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
+    write_text_atomic(paths["claims"], "\n".join(md))
+    return paths

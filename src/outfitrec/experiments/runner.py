@@ -14,10 +14,13 @@ for several seeds. Every run goes through the one training loop
   interrupted experiment re-run with the same command picks up where it
   stopped.
 - The teacher is trained once per dataset (seed 0) and shared by every
-  student seed: distillation variants differ from the plain student only in
-  their loss, and the plain student of the same seed sees the same negatives
-  (train/batches.py derives them from (seed, epoch)), so per-seed paired
-  differences are fair.
+  student seed, unless the experiment names a teacher variant with
+  `per_seed=True` (the main comparison): then each seed has its own teacher
+  run and each student seed distils from the teacher of the same seed
+  (`Variant.teacher` = that teacher Variant). Distillation variants differ
+  from the plain student only in their loss, and the plain student of the
+  same seed sees the same negatives (train/batches.py derives them from
+  (seed, epoch)), so per-seed paired differences are fair.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from outfitrec.data.cold import write_cold_folder
-from outfitrec.data.io import write_text_atomic
+from outfitrec.data.io import atomic_folder, write_text_atomic
 from outfitrec.data.outfits import DataError
 from outfitrec.data.prepare import load_dataset, resolve_dataset_path
 from outfitrec.evaluate.hybrid import (
@@ -52,6 +55,7 @@ from outfitrec.experiments.scales import base_config, dataset_kind, per_user_cap
 from outfitrec.models.checkpoint import read_run_config
 from outfitrec.train.config import ConfigError, RunConfig, config_from_dict
 from outfitrec.train.loop import train
+from outfitrec.train.run import RESUMABLE_CHANGES
 
 HYBRID_TEACHER = "hybrid"  # Variant.teacher: the shared teacher + baselines, weights tuned on validation
 HYBRID_BASELINES = ("ease", "puresvd")
@@ -66,10 +70,19 @@ class Variant:
     with the shared teacher run. baseline: the variant whose same-seed run the
     paired differences are taken against (None: no differences). group / x:
     where the row sits in a sweep plot (e.g. group "soft", x = alpha).
-    role: "student" (a seed per run) or "teacher" (the shared teacher, one run).
-    data: another prepared dataset folder for this variant (cold users), with
-    its own teacher. teacher: with uses_teacher, this teacher instead of the
-    shared teacher run (e.g. "baseline:ease": a collaborative baseline teaches).
+    role: "student" (a seed per run) or "teacher" (a teacher-size model; without overrides and without
+    per_seed, the shared teacher: one run, seed 0). per_seed: a teacher variant trained once per seed
+    (teacher seeds). data: another prepared dataset folder for this variant (cold users), with its own
+    teacher. teacher: with uses_teacher, this teacher instead of the shared teacher run: a string
+    (e.g. "baseline:ease": a collaborative baseline teaches; HYBRID_TEACHER) or a teacher Variant of the
+    same experiment, whose run of the SAME seed teaches (teacher seeds paired with student seeds).
+    spread_of: the name of a variant taught by per-seed teachers that this one repeats with every seed
+    taught by the shared seed-0 teacher: its spread over seeds is the student seeds' alone (the report's
+    variance split). Its runs are named after that variant, so the seed where both configs agree (seed 0)
+    is one run. extends: a variant whose config differs from this one's only in the epoch budget or the
+    patience (the converged teacher): a run of this variant starts as a copy of that variant's finished run of
+    the same seed, resumed with the larger budget (the loop's resume; every epoch's randomness derives from
+    (seed, epoch) and there is no learning-rate schedule, so it equals training from scratch).
     """
 
     name: str
@@ -81,8 +94,16 @@ class Variant:
     role: str = "student"
     data: str | None = None
     note: str = ""
-    teacher: str | None = None
+    teacher: str | Variant | None = None
     mix_of: Variant | None = None
+    per_seed: bool = False
+    spread_of: str | None = None
+    extends: Variant | None = None
+
+    @property
+    def label(self) -> str:
+        """The name its run directories carry (`spread_of` when set: one run where the configs agree)."""
+        return self.spread_of or self.name
 
 
 @dataclass
@@ -108,11 +129,20 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+# Model fields added after runs existed: hashed only when set to something other than their default, so
+# the runs trained before them keep their directories (and are reused, not retrained).
+LATER_MODEL_FIELDS = ("blocks", "user_dim", "serving_dtype", "id_table", "id_exclude_self")
+
+
 def config_hash(config: RunConfig) -> str:
     """8 hex digits identifying what a run computes (name and runtime settings excluded)."""
     dump = config.model_dump(mode="json")
     dump.pop("name", None)
     dump.pop("runtime", None)
+    model_fields = type(config.model).model_fields
+    for key in LATER_MODEL_FIELDS:
+        if key in model_fields and dump["model"].get(key) == model_fields[key].default:
+            dump["model"].pop(key, None)
     return hashlib.sha1(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -179,10 +209,12 @@ class Lab:
         return config_from_dict(raw, source=f"experiment variant {name!r}")
 
     def teacher_dir(self, data: str | None = None) -> Path:
-        """The shared teacher run of a dataset (trained on first use, seed 0)."""
+        """The shared teacher run of a dataset (trained on first use, seed 0; with no_train only its path)."""
         data = data or self.train_data()
         if data not in self._teachers:
             cfg = self.config("teacher", {}, 0, "teacher", data)
+            if self.no_train:
+                return self.runs_root / f"teacher-s0-{config_hash(cfg)}"
             result = self.run_config(cfg, "teacher")
             self._teachers[data] = result[0]
         return self._teachers[data]
@@ -191,7 +223,10 @@ class Lab:
         """The RunConfig of a variant's run for one seed (teacher path filled in when it distils)."""
         overrides = variant.overrides
         if variant.uses_teacher:
-            teacher = variant.teacher or str(self.teacher_dir(variant.data))
+            if isinstance(variant.teacher, Variant):  # the teacher variant's run of the same seed
+                teacher = str(self.run_dir_of(variant.teacher, seed))
+            else:
+                teacher = variant.teacher or str(self.teacher_dir(variant.data))
             if teacher == HYBRID_TEACHER:
                 teacher = str(self.hybrid_dir(variant.data))
             overrides = deep_merge(overrides, {"loss": {"teacher": teacher}})
@@ -245,12 +280,13 @@ class Lab:
         return out
 
     def run_variant(self, variant: Variant, seed: int) -> RunResult:
-        """The run of one variant and seed (the teacher variant ignores the seed: it is the shared teacher).
+        """The run of one variant and seed (the shared teacher variant ignores the seed).
 
-        On a dataset with a ground truth, metrics['true_utility'] holds the run's true-utility share and
-        oracle recall@10 (`true_utility_of`).
+        A student whose teacher is a Variant gets that teacher's run of the same seed trained (or reused)
+        first. On a dataset with a ground truth, metrics['true_utility'] holds the run's true-utility share
+        and oracle recall@10 (`true_utility_of`).
         """
-        if variant.role == "teacher" and not variant.overrides:
+        if is_shared(variant) and variant.role == "teacher":
             run_dir = self.teacher_dir(variant.data)
             metrics = _read_json(run_dir / "metrics.json")
             history = _read_json(run_dir / "history.json")
@@ -263,9 +299,39 @@ class Lab:
         if variant.role == "hybrid":
             out = self.hybrid_dir(variant.data)
             return RunResult(variant, 0, out, _read_json(out / "metrics.json"), [], 0.0)
+        if variant.uses_teacher and isinstance(variant.teacher, Variant):
+            teacher = variant.teacher
+            if not (self.run_dir_of(variant, seed) / "metrics.json").is_file():
+                self.run_config(self.variant_config(teacher, seed), teacher.label)  # trained or reused
         config = self.variant_config(variant, seed)
-        run_dir, metrics, history, seconds = self.run_config(config, variant.name)
+        if variant.extends is not None:
+            self._start_from(variant.extends, seed, config, self.run_dir_of(variant, seed))
+        run_dir, metrics, history, seconds = self.run_config(config, variant.label)
         return RunResult(variant, seed, run_dir, self._with_true_utility(run_dir, metrics), history, seconds)
+
+    def _start_from(self, base: Variant, seed: int, config: RunConfig, run_dir: Path) -> None:
+        """Make `run_dir` a copy of `base`'s finished run of `seed` holding `config`, for the loop to resume.
+
+        Nothing happens when run_dir already holds a run. Raises DataError when the configs differ in more than
+        what a resume may change (optim.epochs, optim.patience, runtime; and the name).
+        """
+        if (run_dir / "config.yaml").is_file():
+            return
+        base_config = self.variant_config(base, seed)
+        if _identity(base_config) != _identity(config):
+            raise DataError(f"variant {config.name!r}: extends {base.name!r} but differs in more than epochs/patience")
+        base_dir = self.run_config(base_config, base.label)[0]
+        with _RunLock(run_dir):
+            if (run_dir / "config.yaml").is_file():
+                return
+            with atomic_folder(run_dir) as tmp:
+                shutil.copytree(base_dir, tmp, dirs_exist_ok=True)
+                for name in ("metrics.json", "true_utility.json"):
+                    (tmp / name).unlink(missing_ok=True)
+                write_text_atomic(tmp / "config.yaml", config.to_yaml())
+        line = f"extends  {config.name}: starts from {base_dir} (resumed with epochs {config.optim.epochs})"
+        self.log.append(line)
+        print(line, flush=True)
 
     def _with_true_utility(self, run_dir: Path, metrics: dict) -> dict:
         report = self.true_utility_of(run_dir) if self.true_utility else None
@@ -319,7 +385,7 @@ class Lab:
         jobs = []
         for seed in seeds:
             for v in variants:
-                if _shared(v):
+                if is_shared(v):
                     if seed == seeds[0]:
                         jobs.append((v, seed))
                 else:
@@ -345,24 +411,24 @@ class Lab:
         if variant.role == "hybrid":
             base = self.teacher_dir(variant.data) if variant.mix_of is None else self.run_dir_of(variant.mix_of, seed)
             return self.hybrid_path(base)
-        if variant.role == "teacher" and not variant.overrides:
+        if is_shared(variant):
             return self.teacher_dir(variant.data)
         config = self.variant_config(variant, seed)
-        return self.runs_root / f"{_safe(variant.name)}-s{config.data.seed}-{config_hash(config)}"
+        return self.runs_root / f"{_safe(variant.label)}-s{config.data.seed}-{config_hash(config)}"
 
     def _busy(self, variant: Variant, seed: int) -> bool:
         """Whether another live process holds the lock of this (unfinished) run."""
-        if _shared(variant):
+        if is_shared(variant):
             return False
         run_dir = self.run_dir_of(variant, seed)
         lock = run_dir.parent / f"{run_dir.name}.lock"
         return not (run_dir / "metrics.json").is_file() and lock.exists() and _alive(lock)
 
 
-def _shared(variant: Variant) -> bool:
-    """A variant with one run for every seed: the shared teacher, or the hybrid made from it."""
+def is_shared(variant: Variant) -> bool:
+    """A variant with one run for every seed: the shared teacher, or the hybrid made from it (not per_seed)."""
     return (variant.role == "hybrid" and variant.mix_of is None) or (
-        variant.role == "teacher" and not variant.overrides
+        variant.role == "teacher" and not variant.overrides and not variant.per_seed
     )
 
 
@@ -393,6 +459,18 @@ def train_or_reuse(config: RunConfig, run_dir: str | Path, fresh: bool = False) 
     metrics = _read_json(metrics_path)
     history = _read_json(run_dir / "history.json") if (run_dir / "history.json").is_file() else []
     return status, metrics, history, float(sum(h.get("seconds", 0.0) for h in history))
+
+
+def _identity(config: RunConfig) -> dict:
+    """What a resume may not change (`train/run.py` RESUMABLE_CHANGES), without the free-form name."""
+    raw = config.model_dump(mode="json")
+    raw.pop("name", None)
+    for section, key in RESUMABLE_CHANGES:
+        if key is None:
+            raw.pop(section, None)
+        else:
+            raw[section].pop(key, None)
+    return raw
 
 
 def _holds_other_run(run_dir: Path, config: RunConfig) -> bool:
