@@ -17,6 +17,7 @@ in eval mode without gradients:
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -115,3 +116,156 @@ def cost_markdown(rows: list[dict]) -> str:
                 cells.append("-" if v is None else str(v))
         lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ serving cost
+# What a trained model costs where serving pays (issue 14, `outfitrec experiment compress`): outfit scoring
+# from cached item embeddings, the bytes kept per user, the memory of a serving process and its latency.
+
+SERVING_USERS = 20  # users timed per model (seeded sample), as in benchmarks/bench_serving.py
+SCORING_BATCH = 4096  # outfits per scoring call (the test split's outfits, repeated to fill the batch)
+
+
+def _table_in_serving_dtype(model) -> torch.Tensor:
+    """The model's item embeddings [n_items, d] as the recommender stores them (ModelConfig.serving_dtype)."""
+    table = model.encode_all_items()
+    return table.half() if model.config.serving_dtype == "float16" else table
+
+
+@torch.no_grad()
+def scoring_throughput(models: dict, dataset: OutfitDataset, rounds: int = 7, batch: int = SCORING_BATCH) -> dict:
+    """{name: outfits/s} of scoring (user, outfit) pairs from cached item embeddings, one torch thread.
+
+    Item embeddings are computed once per model and kept in its serving dtype (read back as float32); a call
+    runs the Set Transformer and the user scorer on `batch` test outfits (`model(users, items, mask,
+    item_table)`). The models are timed round-robin (`rounds` rounds, one call each per round, after a
+    warm-up) and each gets the median: a busy machine slows them alike, so their ratios hold.
+    """
+    torch.set_num_threads(1)
+    split = dataset.split("test") if "test" in dataset.splits else dataset.split("valid")
+    rows = np.arange(batch) % len(split)
+    items, mask = torch.as_tensor(split.items[rows]), torch.as_tensor(split.mask[rows])
+    users = torch.as_tensor(split.users[rows])
+    tables = {}
+    for name, model in models.items():
+        model.eval()
+        tables[name] = _table_in_serving_dtype(model)
+        model(users, items, mask, item_table=tables[name])  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(users, items, mask, item_table=tables[name])
+            times[name].append(time.perf_counter() - start)
+    return {name: batch / float(np.median(t)) for name, t in times.items()}
+
+
+@torch.no_grad()
+def served_auc(model, dataset: OutfitDataset, folder, split: str = "test") -> float:
+    """AUC on the split's candidates scored as the recommender serves the model.
+
+    That is the collapsed user vectors (`recommend.fast.CollapsedScorer`) and the item embeddings, both in
+    the model's serving dtype (float16 rounding included), the transformer and products in float32.
+    """
+    from outfitrec.data.negatives import Candidates
+    from outfitrec.evaluate.protocol import candidates_path, evaluate_scores
+    from outfitrec.recommend.fast import CollapsedScorer
+
+    scorer = CollapsedScorer(model)
+    table = _table_in_serving_dtype(model).numpy()
+
+    def score(users: np.ndarray, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = np.empty(len(users), np.float64)
+        for s in range(0, len(users), SCORING_BATCH):
+            m = np.asarray(mask[s : s + SCORING_BATCH], bool)
+            emb = table[np.where(m, items[s : s + SCORING_BATCH], 0)].astype(np.float32)
+            z = scorer.encode_outfits(emb, m)
+            out[s : s + SCORING_BATCH] = scorer.score_embeddings(users[s : s + SCORING_BATCH], z)
+        return out
+
+    candidates = Candidates.load(candidates_path(folder, split), dataset.n_users, dataset.catalogue.n_items)
+    return float(evaluate_scores(score, candidates)["auc"])
+
+
+def _rss_mib(peak: bool = False) -> float:
+    """This process's resident memory in MiB: now (/proc/self/status VmRSS), or its peak (ru_maxrss)."""
+    import resource
+
+    if not peak:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024  # kB
+        except OSError:
+            pass  # not Linux: the peak below
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def serving_process(run_dir: str, n_users: int = SERVING_USERS, seed: int = 0) -> dict:
+    """Load a run as `outfitrec serve` does and time recommendations (call in a fresh process: its RSS is its own).
+
+    One torch thread. `Recommender.from_run` (collapsed users, search index in the serving dtype, no pool),
+    then the top-10 of `n_users` seeded users with the default search, each request with an empty outfit
+    feature cache (every outfit it scores goes through the Set Transformer: the model's share of a request)
+    and no result cache. Returns the resident memory (MiB) with torch and the recommender imported (before
+    loading), after loading, after the requests, and the process's peak; load seconds, p50 / p95 latency
+    (ms) and the mean number of outfits scored per request.
+    """
+    torch.set_num_threads(1)
+    from outfitrec.recommend.engine import Recommender
+    from outfitrec.recommend.fast import FastSearcher, FeatureCache
+    from outfitrec.recommend.search import SearchStats
+
+    baseline = _rss_mib()
+    start = time.perf_counter()
+    rec = Recommender.from_run(run_dir, cache=False)
+    load_s = time.perf_counter() - start
+    loaded = _rss_mib()
+    rec.result_cache_size = 0
+    rng = np.random.default_rng(seed)
+    users = rng.choice(rec.dataset.n_users, min(n_users, rec.dataset.n_users), replace=False)
+    times, scored = [], []
+    for user in users:
+        if isinstance(rec.searcher, FastSearcher):
+            rec.searcher.cache = FeatureCache(rec.searcher.scorer, rec.index.item_emb)
+        stats = SearchStats()
+        start = time.perf_counter()
+        rec.recommend(int(user), k=10, stats=stats, use_pool=False)
+        times.append(time.perf_counter() - start)
+        scored.append(stats.outfits_scored)
+    ms = np.asarray(times) * 1000.0
+    return {
+        "rss_baseline_mib": baseline,
+        "rss_loaded_mib": loaded,
+        "rss_after_mib": _rss_mib(),
+        "rss_peak_mib": _rss_mib(peak=True),
+        "load_s": load_s,
+        "recommend_p50_ms": float(np.percentile(ms, 50)),
+        "recommend_p95_ms": float(np.percentile(ms, 95)),
+        "outfits_per_request": float(np.mean(scored)),
+        "scorer": rec.info.get("scorer"),
+    }
+
+
+def measure_serving_process(run_dir, n_users: int = SERVING_USERS, timeout_s: float = 900.0) -> dict:
+    """`serving_process` in a fresh Python process (same interpreter, one thread); its JSON result."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from outfitrec.experiments.cost import serving_process; "
+        "print(json.dumps(serving_process(sys.argv[1], int(sys.argv[2]))))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir), str(n_users)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"serving measurement of {run_dir} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

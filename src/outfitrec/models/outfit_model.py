@@ -53,6 +53,21 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         "anchors", description="'anchors': sum of cosines to K anchors per user (LPAE); 'dot': user embedding . z"
     )
     n_anchors: int = pydantic.Field(64, gt=0, description="K anchors per user for scorer='anchors' (LPAE: 64)")
+    blocks: int = pydantic.Field(
+        2, ge=0, description="SAB blocks of the Set Transformer before its pooling (PMA) block (LPAE: 2; 0: PMA only)"
+    )
+    user_dim: int | None = pydantic.Field(
+        None,
+        gt=0,
+        description="scorer='anchors': width of the anchors and of the projection W z they are compared with "
+        "(default: dim). The anchors of a user collapse to one vector of this width when serving "
+        "(recommend/fast.py), so it is the served bytes per user / 4 (float32)",
+    )
+    serving_dtype: Literal["float32", "float16"] = pydantic.Field(
+        "float32",
+        description="storage of the recommender's cached item embeddings and collapsed user vectors "
+        "(recommend/engine.py, recommend/fast.py); computation stays float32. Training and checkpoints: float32",
+    )
     dropout: float = pydantic.Field(0.1, ge=0.0, lt=1.0, description="dropout of the item head and attention blocks")
     features_path: str | None = pydantic.Field(
         None, description="feature matrix .npy for encoder='features'/'pretrained' (else the catalogue's features)"
@@ -107,9 +122,22 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
             raise ValueError(f"size 'tiny' is an id-embedding width: it needs encoder 'id', not {self.encoder!r}")
         if self.encoder != "id" and (self.id_init != "normal" or self.user_history != "none"):
             raise ValueError("id_init='svd' and user_history need encoder 'id'")
+        if self.user_dim is not None and self.scorer != "anchors" and self.user_dim != self.dim:
+            raise ValueError(f"user_dim={self.user_dim} needs scorer 'anchors' (the dot scorer's users have width dim)")
         if self.user_history != "none" and self.dim < 2:
             raise ValueError("user_history needs dim >= 2 (half of z carries the collaborative channel)")
         return self
+
+
+# Whole-model students (issue 14): every part the serving path pays for is shrunk, not only the backbone.
+# Applied over a student config (size 'student': the small CNN). Outfit scoring from cached item embeddings
+# runs the Set Transformer at width dim with `blocks` SABs; a user is served as one vector of user_dim
+# entries in serving_dtype. "whole" keeps one SAB (item-item interactions), "whole-pma" pools the items
+# by attention only. Measured by `outfitrec experiment compress` (docs/results/compress.md).
+SERVING_PRESETS: dict[str, dict] = {
+    "whole": {"dim": 16, "heads": 1, "blocks": 1, "n_anchors": 4, "user_dim": 12, "serving_dtype": "float16"},
+    "whole-pma": {"dim": 16, "heads": 2, "blocks": 0, "n_anchors": 4, "user_dim": 12, "serving_dtype": "float16"},
+}
 
 
 def collab_dim(config: ModelConfig) -> int:
@@ -156,9 +184,11 @@ class OutfitModel(nn.Module):
             raise DataError(f"model: n_users={n_users}, n_items={n_items}, n_categories={n_categories} must be > 0")
         self.item_encoder, self.config = build_item_encoder(config, n_items, n_categories)
         self.n_users, self.n_items, self.n_categories = n_users, n_items, n_categories
-        self.outfit_encoder = SetTransformer(config.dim, config.heads, config.dropout)
+        self.outfit_encoder = SetTransformer(config.dim, config.heads, config.dropout, config.blocks)
         if config.scorer == "anchors":
-            self.scorer: AnchorScorer | DotScorer = AnchorScorer(n_users, config.dim, config.n_anchors)
+            self.scorer: AnchorScorer | DotScorer = AnchorScorer(
+                n_users, config.dim, config.n_anchors, config.user_dim or config.dim
+            )
         else:
             self.scorer = DotScorer(n_users, config.dim)
         self.history_scorer: HistoryScorer | None = None
@@ -277,12 +307,16 @@ class OutfitModel(nn.Module):
         real = items[mask]
         if real.numel() and (int(real.min()) < 0 or int(real.max()) >= self.n_items):
             raise DataError(f"model: an item id of an unmasked slot is outside 0..{self.n_items - 1}")
-        return item_grids(self.encode_items, [(items, mask)], item_table)[0]
+        grid = item_grids(self.encode_items, [(items, mask)], item_table)[0]
+        # a table stored in another dtype (ModelConfig.serving_dtype float16) is computed on in the model's
+        dtype = self.outfit_encoder.pool.seed.dtype
+        return grid if grid.dtype == dtype else grid.to(dtype)
 
     def outfit_embeddings(self, items: Tensor, mask: Tensor, item_table: Tensor | None = None) -> Tensor:
         """Outfits [..., S] (ids + mask) -> z [..., d], for scoring and for the contrastive head.
 
-        item_table: optional cached item embeddings [n_items, d] (from `encode_all_items`).
+        item_table: optional cached item embeddings [n_items, d] (from `encode_all_items`; float16 storage is
+        read back as the model's float32).
         """
         lead = items.shape[:-1]
         items2, mask2 = items.reshape(-1, items.shape[-1]), mask.reshape(-1, mask.shape[-1])
@@ -319,6 +353,23 @@ class OutfitModel(nn.Module):
         The loop applies the weight (method.md: 1e-2).
         """
         return self.scorer.regularizer(users)
+
+    def bytes_per_user(self) -> dict[str, int]:
+        """{'stored', 'served'}: bytes per user of the checkpoint's user parameters (float32: the K anchors, or the
+        dot scorer's embedding, plus the history buffer of item ids when user_history is on), and of the one vector
+        per user the recommender keeps (`recommend/fast.py` CollapsedScorer: width user_dim, or dim for the dot
+        scorer, + the history channel c, in `serving_dtype`)."""
+        cfg = self.config
+        served_width = (cfg.user_dim or cfg.dim) if cfg.scorer == "anchors" else cfg.dim
+        if isinstance(self.scorer, AnchorScorer):
+            stored = self.scorer.anchors[0].numel() * self.scorer.anchors.element_size()
+        else:
+            stored = self.scorer.users.weight[0].numel() * self.scorer.users.weight.element_size()
+        if self.history_scorer is not None:
+            served_width += self.history_scorer.dim
+            stored += self.history_scorer.history[0].numel() * self.history_scorer.history.element_size()
+        itemsize = 2 if cfg.serving_dtype == "float16" else 4
+        return {"stored": int(stored), "served": int(served_width * itemsize)}
 
     def parameter_counts(self) -> dict[str, int]:
         """{'backbone', 'rest', 'total'}: the item backbone (frozen pretrained one included) and everything else."""

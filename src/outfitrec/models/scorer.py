@@ -18,12 +18,16 @@ GRAM_EPS = 1e-4  # added to the Gram matrix's diagonal: log det stays finite whe
 
 
 class AnchorScorer(nn.Module):
-    """score(u, z) = sum_k cos(W z, a_uk) for K learnable anchors a_uk per user (range [-K, K])."""
+    """score(u, z) = sum_k cos(W z, a_uk) for K learnable anchors a_uk per user (range [-K, K]).
 
-    def __init__(self, n_users: int, dim: int, n_anchors: int = 64) -> None:
+    z [B, dim]; W: dim -> user_dim (default dim); anchors [n_users, K, user_dim].
+    """
+
+    def __init__(self, n_users: int, dim: int, n_anchors: int = 64, user_dim: int | None = None) -> None:
         super().__init__()
-        self.anchors = nn.Parameter(torch.randn(n_users, n_anchors, dim) / dim**0.5)
-        self.project = nn.Linear(dim, dim)
+        user_dim = user_dim or dim
+        self.anchors = nn.Parameter(torch.randn(n_users, n_anchors, user_dim) / user_dim**0.5)
+        self.project = nn.Linear(dim, user_dim)
 
     def forward(self, users: Tensor, z: Tensor) -> Tensor:
         wz = F.normalize(self.project(z), dim=-1)  # [B, d]

@@ -166,6 +166,8 @@ class Recommender:
                 export_onnx(model, onnx_dir, digest)
             scorer = OnnxScorer(onnx_dir, lambda ids: item_inputs(model, ids))
         index = cls._load_or_build_index(scorer, dataset, checkpoint_dir / "cache", digest, backend, cache)
+        if backend == "torch" and model.config.serving_dtype == "float16":  # half the bytes per cached item
+            index = SearchIndex(index.item_emb.astype(np.float16), index.single_z, index.item_category)
         info = {
             "checkpoint": str(checkpoint_dir),
             "checkpoint_sha256": digest,

@@ -43,6 +43,7 @@ from outfitrec.recommend.search import (
 )
 
 COLLAPSE_TOLERANCE = 1e-4  # max |collapsed - model| score difference (relative to the score scale) accepted
+FLOAT16_TOLERANCE = 4e-3  # the same with float16 user vectors (ModelConfig.serving_dtype): rounding, 2^-11 each
 CACHE_CAPACITY = 500_000  # outfit features kept by FeatureCache (about 300 B each for m = 64)
 POOL_VERSION = 1
 
@@ -65,10 +66,12 @@ def _normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 class CollapsedScorer:
     """`OutfitScorer` of an `OutfitModel` whose scorer collapses to `<phi(z), U[u]>` (see the module docstring).
 
-    user_matrix: float32 [n_users, m] (m = d for anchors / dot, + c with the
-    history term). `features(z)` is phi; `score_embeddings` gives the model's
-    scores (checked at construction: DataError when the model's score has a
-    term this class does not know, so callers can fall back to the model).
+    user_matrix: [n_users, m] (m = user_dim for anchors, d for dot, + c with the
+    history term), stored in the model's `serving_dtype` (float32, or float16:
+    half the bytes per user; products are computed in float32). `features(z)`
+    is phi; `score_embeddings` gives the model's scores (checked at
+    construction: DataError when the model's score has a term this class does
+    not know, so callers can fall back to the model).
     """
 
     def __init__(self, model, check: bool = True) -> None:
@@ -103,7 +106,9 @@ class CollapsedScorer:
                 parts.append(np.concatenate(rows) if rows else np.zeros((0, self.history_dim), np.float32))
         self.user_matrix = np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float32)
         if check:
-            self.check()
+            self.check()  # the collapse itself, in float32
+        if getattr(model.config, "serving_dtype", "float32") == "float16":
+            self.user_matrix = self.user_matrix.astype(np.float16)
 
     # ------------------------------------------------------------- the model's halves (torch)
     def encode_items(self, item_ids: np.ndarray) -> np.ndarray:
@@ -130,7 +135,7 @@ class CollapsedScorer:
 
     def score_embeddings(self, users: np.ndarray, z: np.ndarray) -> np.ndarray:
         f = self.features(z)
-        return np.einsum("bm,bm->b", f, self.user_matrix[np.asarray(users, dtype=np.int64)])
+        return np.einsum("bm,bm->b", f, self.user_matrix[np.asarray(users, dtype=np.int64)].astype(np.float32))
 
     def user_vector(self, user: int) -> np.ndarray:
         return self.user_matrix[int(user)]
@@ -162,7 +167,8 @@ class CollapsedScorer:
         with torch.inference_mode():
             ref = self.model.score_embeddings(torch.from_numpy(users), torch.from_numpy(z)).float().numpy()
         err = float(np.abs(self.score_embeddings(users, z) - ref).max())
-        if err > COLLAPSE_TOLERANCE * max(1.0, float(np.abs(ref).max())):
+        tolerance = COLLAPSE_TOLERANCE if self.user_matrix.dtype == np.float32 else FLOAT16_TOLERANCE
+        if err > tolerance * max(1.0, float(np.abs(ref).max())):
             raise DataError(f"collapse: collapsed scores differ from the model's by {err:.2e}")
         return err
 

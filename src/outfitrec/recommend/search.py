@@ -93,7 +93,8 @@ class OutfitScorer(Protocol):
 class SearchIndex:
     """What the search needs about the catalogue, computed once per checkpoint.
 
-    item_emb: float32 [n_items, d], the item encoder's output for every item;
+    item_emb: float32 [n_items, d], the item encoder's output for every item (float16 is kept as such:
+    ModelConfig.serving_dtype; scorers compute in float32);
     single_z: float32 [n_items, d], the outfit embedding of each one-item
     outfit (user-independent, so the per-user shortlist costs one scoring pass);
     item_category: int64 [n_items]; pools: category id -> item ids that may be
@@ -109,7 +110,8 @@ class SearchIndex:
     removed: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.item_emb = np.ascontiguousarray(self.item_emb, dtype=np.float32)
+        dtype = np.float16 if np.asarray(self.item_emb).dtype == np.float16 else np.float32
+        self.item_emb = np.ascontiguousarray(self.item_emb, dtype=dtype)
         self.single_z = np.ascontiguousarray(self.single_z, dtype=np.float32)
         self.item_category = np.asarray(self.item_category, dtype=np.int64)
         n = len(self.item_category)
@@ -130,7 +132,9 @@ class SearchIndex:
     def extended(self, item_emb: np.ndarray, single_z: np.ndarray, item_category: np.ndarray) -> SearchIndex:
         """A new index with items appended (their embeddings and one-item outfit embeddings); ids continue."""
         return SearchIndex(
-            np.concatenate([self.item_emb, np.asarray(item_emb, np.float32).reshape(-1, self.item_emb.shape[1])]),
+            np.concatenate(
+                [self.item_emb, np.asarray(item_emb, self.item_emb.dtype).reshape(-1, self.item_emb.shape[1])]
+            ),
             np.concatenate([self.single_z, np.asarray(single_z, np.float32).reshape(-1, self.single_z.shape[1])]),
             np.concatenate([self.item_category, np.asarray(item_category, np.int64)]),
             removed=np.concatenate([self.removed, np.zeros(len(item_category), bool)]),
