@@ -114,17 +114,22 @@ def test_the_yaml_presets_are_the_serving_preset():
 
 
 def test_compress_variants_pair_each_distilled_student_with_its_plain_one():
-    variants = {v.name: v for v in definitions.compress_variants("full")}
-    expected = {"teacher", "student", "fnd+cl"}
-    for preset in SERVING_PRESETS:
-        expected |= {preset, f"{preset}+fnd+cl"}
-        plain, distilled = variants[preset], variants[f"{preset}+fnd+cl"]
-        assert plain.overrides == {"model": SERVING_PRESETS[preset]} and not plain.uses_teacher
-        assert distilled.uses_teacher and distilled.baseline == preset
-        assert distilled.overrides["model"] == SERVING_PRESETS[preset]
-        assert distilled.overrides["loss"]["kind"] == "fnd" and distilled.overrides["contrastive"]["enabled"]
-    assert set(variants) == expected
-    assert variants["teacher"].role == "teacher"
+    for scale, schedules in (("full", {"": None, "-long": definitions.LONG["optim"]}), ("quick", {"": None})):
+        variants = {v.name: v for v in definitions.compress_variants(scale)}
+        expected = {"teacher", "student", "fnd+cl"}
+        for preset in SERVING_PRESETS:
+            for suffix, optim in schedules.items():
+                name = preset + suffix
+                expected |= {name, f"{name}+fnd+cl"}
+                plain, distilled = variants[name], variants[f"{name}+fnd+cl"]
+                assert plain.overrides["model"] == SERVING_PRESETS[preset] and not plain.uses_teacher
+                assert plain.overrides.get("optim") == optim
+                assert distilled.uses_teacher and distilled.baseline == name
+                assert distilled.overrides["model"] == SERVING_PRESETS[preset]
+                assert distilled.overrides.get("optim") == optim
+                assert distilled.overrides["loss"]["kind"] == "fnd" and distilled.overrides["contrastive"]["enabled"]
+        assert set(variants) == expected, scale
+        assert variants["teacher"].role == "teacher"
 
 
 def test_config_hash_ignores_later_model_fields_at_their_default():

@@ -37,6 +37,7 @@ EXPERIMENTS = (
     "backbone",
     "batch",
     "teachers",
+    "compress",
     "cost",
     "qualitative",
 )
@@ -51,6 +52,7 @@ TITLES = {
     "backbone": "Backbone size and embedding size",
     "batch": "Batch size",
     "teachers": "Which teacher to distil from: the trained teacher run, EASE, or their hybrid (+ PureSVD)",
+    "compress": "Whole-model students: teacher, backbone-only and whole-model students, plain and FND + CL",
 }
 
 
@@ -118,7 +120,7 @@ def run_experiment(
         notes = _notes(name, lab, scale)
         if lab.missing:
             notes += "\n- Not finished when this table was written (left out): " + ", ".join(lab.missing) + "."
-        baselines = _baselines(lab, primary_split(results)) if name != "cold" and results else None
+        baselines = _baselines(lab, primary_split(results)) if name not in ("cold", "compress") and results else None
         paths = write_results(out, name, results, TITLES[name], command, notes, baselines)
         if compare is not None:
             labels = [Path(compare).name, out.name]
@@ -131,6 +133,11 @@ def run_experiment(
                 command,
                 "Main comparison on two generated datasets: which claims hold on both",
             )
+        if name == "compress" and results:  # serving cost beside quality: pareto.md / .csv / .png
+            from outfitrec.experiments.compress import write_pareto
+
+            pareto = write_pareto(results, lab.train_data(), out, command, notes)
+            paths = {**paths, **pareto, "runs_table": paths["table"], "table": pareto["pareto"]}
     write_text_atomic(out / "log.txt", "\n".join(lab.log) + "\n")
     paths["log"] = out / "log.txt"
     return paths
@@ -155,6 +162,8 @@ def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:
         return definitions.backbone_variants(scale, lab.kind)
     if name == "teachers":
         return definitions.teachers_variants(scale, lab.kind)
+    if name == "compress":
+        return definitions.compress_variants(scale)
     return definitions.TRAINING_EXPERIMENTS[name](scale)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from outfitrec.experiments.report import Claim
 from outfitrec.experiments.runner import HYBRID_TEACHER, Variant
 from outfitrec.experiments.scales import DISTILL
+from outfitrec.models.outfit_model import SERVING_PRESETS
 
 CL = {"contrastive": {"enabled": True, "weight": 0.1, "temperature": 0.2, "augmentations": "both", "scope": "within"}}
 
@@ -271,6 +272,42 @@ def teachers_variants(scale: str, kind: str = "images") -> list[Variant]:
 # scale (configs/fmnist_teacher.yaml); measured on Fashion-MNIST, the 16-d students learn more slowly per epoch
 # than the 64-d one (valid AUC 0.76 after 2 epochs against 0.81, FND + CL)
 LONG = {"optim": {"epochs": 12, "patience": 3}}
+
+
+def compress_variants(scale: str) -> list[Variant]:
+    """Teacher, the backbone-only students and the whole-model students (SERVING_PRESETS), plain and distilled.
+
+    Distilled = FND + contrastive learning, the best Fashion-MNIST recipe (configs/fmnist_student_distilled.yaml).
+    Each whole-model preset is trained on the student's schedule and on the teacher's longer one (LONG, full
+    scale only: the quick and smoke scales keep theirs). Each distilled student is paired with the plain
+    student of its preset and schedule (same seed, same negatives).
+    """
+    distil = _merge(_fnd(DISTILL[scale]["alpha"]), CL)
+    schedules = {"": {}, "-long": LONG} if scale == "full" else {"": {}}
+    out = [
+        Variant("teacher", role="teacher", baseline=None, group="teacher", note="shared teacher, one run (seed 0)"),
+        Variant("student", baseline=None, group="backbone", x="plain", note="backbone-only student (small CNN)"),
+        Variant("fnd+cl", distil, uses_teacher=True, group="backbone", x="fnd+cl", note="backbone-only, FND + CL"),
+    ]
+    for preset, model in SERVING_PRESETS.items():
+        shape = f"d={model['dim']}, {model['blocks']} SAB, user {model['user_dim']}, {model['serving_dtype']}"
+        for suffix, schedule in schedules.items():
+            name = preset + suffix
+            whole = _merge({"model": model}, schedule)
+            when = f", {schedule['optim']['epochs']} epochs" if schedule else ""
+            out += [
+                Variant(name, whole, baseline=None, group=name, x="plain", note=f"whole-model student ({shape}{when})"),
+                Variant(
+                    f"{name}+fnd+cl",
+                    _merge(whole, distil),
+                    uses_teacher=True,
+                    baseline=name,
+                    group=name,
+                    x="fnd+cl",
+                    note=f"whole-model student ({shape}{when}), FND + CL",
+                ),
+            ]
+    return out
 
 
 COLD_SHARE = 0.5  # the fraction of users made cold in the cold-user study
