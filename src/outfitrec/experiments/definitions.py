@@ -265,6 +265,33 @@ def teachers_variants(scale: str, kind: str = "images") -> list[Variant]:
             note="FND + KL from the hybrid + contrastive",
         ),
         Variant("fnd+kd-ease", fnd_kd, uses_teacher=True, teacher="baseline:ease", note="FND + KL from EASE"),
+        *(users_table_variants(alpha) if kind == "ids" else []),
+    ]
+
+
+# id data: a student whose item vectors are sums of user vectors (ModelConfig.id_table='users'): a
+# [n_users, 128] table instead of the teacher's [n_items, 128] (DiFashion: 1/210 of its backbone)
+USERS_TABLE = {"model": {"size": "teacher", "id_table": "users"}}
+
+
+def users_table_variants(alpha: float) -> list[Variant]:
+    """The users-table student, plain and distilled from the shared teacher (FND, KD, FND + KD)."""
+    fnd = _merge(USERS_TABLE, _fnd(alpha))
+    plain = Variant("student-u", USERS_TABLE, baseline=None, group="users", x="plain", note="users-table student")
+    return [
+        plain,
+        Variant("kd-u", _merge(USERS_TABLE, {"loss": {"kind": "kd"}}), uses_teacher=True, baseline="student-u"),
+        Variant("fnd-u", fnd, uses_teacher=True, baseline="student-u", note="users table, FND"),
+        Variant(
+            "fnd+kd-u",
+            _merge(fnd, {"loss": {"kind": "fnd+kd"}}),
+            uses_teacher=True,
+            baseline="student-u",
+            note="users table, FND + KL",
+        ),
+        Variant(
+            "student-u+cf", role="hybrid", mix_of=plain, baseline=None, note="users-table student + EASE + PureSVD"
+        ),
     ]
 
 

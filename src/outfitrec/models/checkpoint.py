@@ -219,6 +219,7 @@ def load_model(directory: str | Path, map_location: str | torch.device = "cpu") 
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from exc
     model = OutfitModel(info["config"], info["n_users"], info["n_items"], info["n_categories"])
+    model.adopt_data_buffers(state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

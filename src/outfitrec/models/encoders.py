@@ -329,6 +329,17 @@ class IdEncoder(ItemEncoder):
     every item of the category trains. In training mode each seen item's id
     embedding is also dropped with probability `id_dropout`, so the head
     learns to read the category-only embedding that unseen items get.
+
+    `table` chooses where an item's id vector e_i [width] comes from:
+    - "items": its own row of an [n_items, width] table (one free vector per item);
+    - "users": the sum of the vectors of the users who have the item in training,
+      e_i = sum_{v in U_i} p_v, from a [n_users, width] table P (the dual of an
+      item table, as in EASE's or PureSVD's user-side form: with P = U S^-1 of the
+      user x item matrix X = U S V^T, X^T P = V, the PureSVD item factors). The
+      incidence U_i (buffers `item_ptr`, `item_users`: CSR of X^T) is data, saved
+      with the weights like the history buffer; the parameters scale with the
+      users, not the catalogue, and an item's vector generalises over its users.
+      `set_item_users` fills it (OutfitModel.fit_collaborative does).
     """
 
     def __init__(
@@ -341,14 +352,27 @@ class IdEncoder(ItemEncoder):
         id_dropout: float,
         id_std: float = 0.1,
         category_std: float = 1.0,
+        table: str = "items",
+        n_users: int | None = None,
     ) -> None:
         super().__init__(n_items)
         width = ID_WIDTHS[size]
         self.width = width
         self.id_std = id_std
-        self.item_embedding = nn.Embedding(n_items, width)
+        self.table = table
+        if table == "users":  # e_i = sum of the vectors of item i's training users (see the class docstring)
+            if n_users is None or n_users <= 0:
+                raise ValueError("IdEncoder: id_table 'users' needs n_users")
+            self.user_basis = nn.Embedding(n_users, width)
+            nn.init.normal_(self.user_basis.weight, std=id_std)
+            self.register_buffer("item_ptr", torch.zeros(n_items + 1, dtype=torch.long))
+            self.register_buffer("item_users", torch.zeros(0, dtype=torch.long))
+            # sorted keys item * n_users + user of the pairs that `exclude_users` removes (set_self_pairs)
+            self.register_buffer("self_pairs", torch.zeros(0, dtype=torch.long))
+        else:
+            self.item_embedding = nn.Embedding(n_items, width)
+            nn.init.normal_(self.item_embedding.weight, std=id_std)  # 0.1: items start near their category
         self.category_embedding = nn.Embedding(n_categories, width)
-        nn.init.normal_(self.item_embedding.weight, std=id_std)  # 0.1: items start near their category
         nn.init.normal_(self.category_embedding.weight, std=category_std)
         self.head = ProjectionHead(width, dim, dropout)
         self.id_dropout = id_dropout
@@ -368,6 +392,52 @@ class IdEncoder(ItemEncoder):
         self.seen[ids] = True
 
     @torch.no_grad()
+    def set_item_users(self, users: np.ndarray, items: np.ndarray) -> None:
+        """table 'users': the incidence U_i from training (user, item) pairs (duplicates counted once)."""
+        users, items = np.asarray(users, dtype=np.int64), np.asarray(items, dtype=np.int64)
+        n_users = self.user_basis.num_embeddings
+        pairs = np.unique(items * n_users + users)
+        it, us = pairs // n_users, pairs % n_users
+        ptr = np.zeros(self.n_items + 1, dtype=np.int64)
+        np.cumsum(np.bincount(it, minlength=self.n_items), out=ptr[1:])
+        self.item_ptr = torch.from_numpy(ptr).to(self.seen.device)
+        self.item_users = torch.from_numpy(us).to(self.seen.device)
+
+    @torch.no_grad()
+    def set_self_pairs(self, users: np.ndarray, items: np.ndarray) -> None:
+        """table 'users': the (user, item) pairs whose user leaves the item's sum when scoring for that user.
+
+        The pairs of the users' own training outfits (not their extra history, which a user brings at
+        serving time too): a training positive's items then carry the other users' vectors only, as a
+        held-out outfit's items do, so the model cannot score a positive by finding its own user in it
+        (what EASE's zero diagonal does for an item-item model).
+        """
+        n_users = self.user_basis.num_embeddings
+        keys = np.unique(np.asarray(items, dtype=np.int64) * n_users + np.asarray(users, dtype=np.int64))
+        self.self_pairs = torch.from_numpy(keys).to(self.seen.device)
+
+    @torch.no_grad()
+    def init_user_basis(self, factors: Tensor | np.ndarray) -> None:
+        """table 'users': P = `factors` [n_users, <= width], rescaled so that the seen items' e_i have RMS id_std."""
+        f = torch.as_tensor(np.asarray(factors), dtype=self.user_basis.weight.dtype)
+        weight = self.user_basis.weight
+        if f.ndim != 2 or f.shape[0] != weight.shape[0] or f.shape[1] > self.width:
+            raise ValueError(f"init_user_basis: factors {tuple(f.shape)} do not fit {weight.shape[0]} x {self.width}")
+        weight[:, : f.shape[1]] = f.to(weight.device)
+        weight[:, f.shape[1] :] = 0.0
+        seen = torch.nonzero(self.seen).squeeze(-1)
+        e = self.id_vectors(seen)[:, : f.shape[1]]
+        rms = e.pow(2).mean().sqrt().clamp_min(1e-12)
+        weight[:, : f.shape[1]] *= self.id_std / rms
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        for name in ("item_users", "self_pairs"):  # table 'users': their lengths are the data's
+            key = prefix + name
+            if self.table == "users" and key in state_dict:
+                setattr(self, name, torch.zeros_like(state_dict[key], device=self.seen.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
     def init_from_factors(self, factors: Tensor | np.ndarray, item_ids: Tensor | np.ndarray) -> None:
         """Set the id embeddings of `item_ids` to `factors` [n, <= width], rescaled to RMS `id_std` per coordinate.
 
@@ -382,18 +452,47 @@ class IdEncoder(ItemEncoder):
         weight = self.item_embedding.weight
         weight[ids.to(weight.device), : f.shape[1]] = (f * (self.id_std / rms)).to(weight.device)
 
-    def id_vectors(self, item_ids: Tensor) -> Tensor:
-        """The raw id embeddings [n, width] of `item_ids`, zero for unseen items (the collaborative part)."""
-        return self.item_embedding(item_ids) * self.seen[item_ids].unsqueeze(-1).to(self.item_embedding.weight.dtype)
+    def _raw_vectors(self, item_ids: Tensor, exclude_users: Tensor | None = None) -> Tensor:
+        """e_i [..., width] of `item_ids` [...]: the item's row, or (table 'users') the sum of its users' rows.
 
-    def forward(self, item_ids: Tensor) -> Tensor:
+        exclude_users (table 'users', same shape as item_ids): slot j's item without the row of user
+        exclude_users[j] where (that user, item) is one of `self_pairs`.
+        """
+        if self.table != "users":
+            return self.item_embedding(item_ids)
+        out = self._user_sums(item_ids)
+        if exclude_users is not None and self.self_pairs.numel():
+            keys = item_ids * self.user_basis.num_embeddings + exclude_users
+            pos = torch.searchsorted(self.self_pairs, keys).clamp(max=self.self_pairs.numel() - 1)
+            hit = (self.self_pairs[pos] == keys).unsqueeze(-1).to(out.dtype)
+            out = out - hit * self.user_basis(exclude_users)
+        return out
+
+    def _user_sums(self, item_ids: Tensor) -> Tensor:
+        """table 'users': sum_{v in U_i} p_v [..., width] for `item_ids` [...] (EmbeddingBag over the CSR)."""
+        flat = item_ids.reshape(-1)
+        starts, ends = self.item_ptr[flat], self.item_ptr[flat + 1]
+        counts = ends - starts
+        offsets = torch.cumsum(counts, 0) - counts
+        within = torch.arange(int(counts.sum()), device=flat.device) - torch.repeat_interleave(offsets, counts)
+        users = self.item_users[torch.repeat_interleave(starts, counts) + within]
+        out = F.embedding_bag(users, self.user_basis.weight, offsets, mode="sum")
+        return out.reshape(*item_ids.shape, self.width)
+
+    def id_vectors(self, item_ids: Tensor, exclude_users: Tensor | None = None) -> Tensor:
+        """The raw id embeddings [n, width] of `item_ids`, zero for unseen items (the collaborative part)."""
+        vec = self._raw_vectors(item_ids, exclude_users)
+        return vec * self.seen[item_ids].unsqueeze(-1).to(vec.dtype)
+
+    def forward(self, item_ids: Tensor, exclude_users: Tensor | None = None) -> Tensor:
         self._check_bound()
         keep = self.seen[item_ids]
         if self.training and self.id_dropout > 0:
             keep = keep & (torch.rand(keep.shape, device=keep.device) >= self.id_dropout)
         emb = self.category_embedding(self.item_category[item_ids])
-        emb = emb + self.item_embedding(item_ids) * keep.unsqueeze(-1).to(emb.dtype)
+        emb = emb + self._raw_vectors(item_ids, exclude_users) * keep.unsqueeze(-1).to(emb.dtype)
         return self.head(emb)
 
     def backbone_parameters(self) -> list[nn.Parameter]:
-        return [self.item_embedding.weight, self.category_embedding.weight]
+        table = self.user_basis if self.table == "users" else self.item_embedding
+        return [table.weight, self.category_embedding.weight]

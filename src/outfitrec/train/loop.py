@@ -377,7 +377,12 @@ class Trainer:
                 rec_items, rec_mask, rec_cats, cfg.contrastive.augmentations, self.aug_pools, gen
             )
             groups += [view_a, view_b]
-        z = outfit_embeddings_of(self.model, groups)
+        if getattr(self.model, "excludes_self", False):  # id_table='users': each slot without its own user
+            own = self.model.encode_items(items.reshape(-1), users.repeat_interleave(c * s)).reshape(b * c, s, -1)
+            z = [self.model.encode_outfits(own, mask.bool())]
+            z += outfit_embeddings_of(self.model, groups[1:]) if len(groups) > 1 else []
+        else:
+            z = outfit_embeddings_of(self.model, groups)
         scores = self.model.score_embeddings(users.repeat_interleave(c), z[0]).reshape(b, c)
 
         teacher_scores = thresholds = flags = None
