@@ -296,3 +296,22 @@ def test_overlay_of_another_checkpoint_is_refused(tiny_run, tiny_dataset, tiny_d
     other = make_tiny_run(tiny_dataset, tiny_data_dir, tmp_path / "other_run", steps=5)
     with pytest.raises(DataError, match="fitted on checkpoint"):
         Recommender.from_run(other).load_users(tmp_path / "o")
+
+
+def test_cli_add_and_remove_items(tiny_run, tiny_dataset, tmp_path, monkeypatch, capsys):
+    import json
+
+    best = fresh(tiny_run).recommend(1, k=1, exact=True)[0].items[0]  # in user 1's best outfit
+    Image.fromarray(tiny_dataset.catalogue.images[best]).save(tmp_path / "copy.png")
+    items = tmp_path / "items.csv"
+    category = tiny_dataset.catalogue.category_names[tiny_dataset.catalogue.item_category[best]]
+    items.write_text(f"item_id,category,image\ncopy,{category},copy.png\n")
+    args = ["recommend", tiny_run, "--user", "1", "--k", "5", "--json", "--add-items", items]
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--remove-items", str(best), "--exact")
+    assert code == 0, err
+    outfits = json.loads(out)["outfits"]
+    assert best not in {i for o in outfits for i in o["items"]}
+    assert "copy" in outfits[0]["names"]  # the copy, same image, takes the removed item's place
+    items.write_text("item_id,category,image\nnew-hat,hat,copy.png\n")
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and err.startswith("error: ") and f"{items}:2: category 'hat' is not one of" in err, err

@@ -18,6 +18,7 @@ BACKEND_HELP = "inference backend: torch, or onnx (exported on first use into th
 
 USERS_FROM_HELP = "folder of new users written by `outfitrec users add` (fitted on this run's checkpoint)"
 REMOVE_HELP = "comma-separated item names or indices removed from the catalogue: never recommended"
+ADD_ITEMS_HELP = "CSV of new catalogue items (item_id,category[,image]), encoded from their content and searched"
 
 
 def load_recommender(
@@ -28,11 +29,12 @@ def load_recommender(
     pool: bool = False,
     users_from: Path | None = None,
     remove_items: str | None = None,
+    add_items: Path | None = None,
 ):
     """A `Recommender` from a run directory, or from a checkpoint + dataset (`outfitrec.load_recommender`).
 
     users_from: attach the new users of an overlay folder (`outfitrec users add`); remove_items: items
-    (names or indices, comma-separated) no search returns.
+    (names or indices, comma-separated) no search returns; add_items: a CSV of new items (recommend/items.py).
 
     `threads`: torch CPU threads. One by default: the search runs many small
     matrix products, where threads cost more than they gain (measured on the
@@ -47,6 +49,8 @@ def load_recommender(
     if backend not in ("torch", "onnx"):
         raise DataError(f"--backend: {backend!r} is not one of torch, onnx")
     rec = Recommender.from_run(run, data, backend, pool=pool, progress=pool)  # type: ignore[arg-type]
+    if add_items is not None:
+        rec.add_items_csv(add_items)
     if users_from is not None:
         rec.load_users(users_from)
     if remove_items is not None:
@@ -120,6 +124,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print JSON"),
         users_from: Path | None = typer.Option(None, "--users-from", help=USERS_FROM_HELP),
         remove_items: str | None = typer.Option(None, "--remove-items", help=REMOVE_HELP),
+        add_items: Path | None = typer.Option(None, "--add-items", help=ADD_ITEMS_HELP),
     ) -> None:
         """The user's top-k new outfits from the whole catalogue (beam search over slots; training outfits excluded).
 
@@ -135,7 +140,9 @@ def register(app: typer.Typer) -> None:
             from outfitrec.recommend.batch import parse_shard, recommend_all
 
             i, n = parse_shard(shard)
-            rec = load_recommender(run, data, backend, pool=True, users_from=users_from, remove_items=remove_items)
+            rec = load_recommender(
+                run, data, backend, pool=True, users_from=users_from, remove_items=remove_items, add_items=add_items
+            )
             summary = recommend_all(rec, out, k, (i, n), params, diverse=diverse)
             rate = summary["users_per_second"]
             print(
@@ -144,7 +151,9 @@ def register(app: typer.Typer) -> None:
             )
             print(f"wrote {out}" if summary["merged"] else f"parts in {out}.parts/ (merged when every shard is done)")
             return
-        rec = load_recommender(run, data, backend, users_from=users_from, remove_items=remove_items)
+        rec = load_recommender(
+            run, data, backend, users_from=users_from, remove_items=remove_items, add_items=add_items
+        )
         index = resolve_user(rec, user)
         start = time.perf_counter()
         recs = rec.recommend(index, k, diverse, template or None, exact, params)
@@ -208,6 +217,7 @@ def register(app: typer.Typer) -> None:
         result_cache: int = typer.Option(4096, "--result-cache", min=0, help="answers kept per worker (0: none)"),
         users_from: Path | None = typer.Option(None, "--users-from", help=USERS_FROM_HELP),
         remove_items: str | None = typer.Option(None, "--remove-items", help=REMOVE_HELP),
+        add_items: Path | None = typer.Option(None, "--add-items", help=ADD_ITEMS_HELP),
     ) -> None:
         """Serve recommendations over HTTP (FastAPI + uvicorn) with a web page at /.
 
@@ -221,7 +231,9 @@ def register(app: typer.Typer) -> None:
         from outfitrec.serve.app import create_app
         from outfitrec.serve.factory import serve_environment
 
-        rec = load_recommender(run, data, backend, pool=pool, users_from=users_from, remove_items=remove_items)
+        rec = load_recommender(
+            run, data, backend, pool=pool, users_from=users_from, remove_items=remove_items, add_items=add_items
+        )
         rec.result_cache_size = result_cache
         print(f"outfitrec: serving {run} on http://{host}:{port}/ with {workers} worker(s) (OpenAPI at /docs)")
         if workers == 1:
@@ -230,6 +242,7 @@ def register(app: typer.Typer) -> None:
         del rec  # the workers load the cached index and pool
         data_arg = None if data is None else str(data)
         extra = {"users_from": None if users_from is None else str(users_from), "remove_items": remove_items}
+        extra["add_items"] = None if add_items is None else str(add_items)
         os.environ.update(serve_environment(str(run), data_arg, backend, pool, result_cache=result_cache, **extra))
         uvicorn.run(
             "outfitrec.serve.factory:app_factory",

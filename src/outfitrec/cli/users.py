@@ -22,7 +22,7 @@ def add(
     out: Path = typer.Option(..., "--out", "-o", help="output folder (users.safetensors + users.json); not in RUN"),
     data: Path | None = typer.Option(None, "--data", help=DATA_HELP),
     steps: int | None = typer.Option(None, "--steps", min=0, help="Adam steps of the fold-in (default 300)"),
-    lr: float | None = typer.Option(None, "--lr", min=0.0, help="learning rate of the fold-in (default 0.05)"),
+    lr: float | None = typer.Option(None, "--lr", min=0.0, help="learning rate of the fold-in (default 0.02)"),
     seed: int = typer.Option(0, "--seed", min=0, help="seed of the fold-in (random mixes, start, samples)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing folder written by outfitrec"),
 ) -> None:

@@ -617,6 +617,18 @@ class Recommender:
             self.info["added_items"] = self.dataset.catalogue.n_items - self._base_items
         return list(range(first, first + len(ids)))
 
+    def add_items_csv(self, path: str | Path) -> list[int]:
+        """`add_items` from a CSV (item_id,category[,image]; recommend/items.py `read_items_csv`)."""
+        from outfitrec.recommend.items import read_items_csv
+
+        cat = self.dataset.catalogue
+        grey = cat.images is not None and cat.images.ndim == 3
+        names, categories, images = read_items_csv(path, list(cat.category_names), grey)
+        try:
+            return self.add_items(categories, names, images)
+        except DataError as exc:
+            raise DataError(f"{path}: {exc}") from None
+
     def remove_items(self, items: Sequence[int | str]) -> list[int]:
         """Mark items removed: no search path recommends them again (in memory); their indices.
 

@@ -68,3 +68,41 @@ def encode_new_items(
         if hs is not None:  # the collaborative channel of an item unseen in training: R 0 = 0
             emb = torch.cat([emb, emb.new_zeros(len(emb), hs.dim)], dim=-1)
     return emb.float().numpy()
+
+
+def read_items_csv(path, category_names: list[str], grey: bool) -> tuple[list[str], list[int], list | None]:
+    """New items from a CSV in the plain format's items.csv layout (data/plain.py): header `item_id,category`
+    or `item_id,category,image` (image: a file path, relative to the CSV's folder or absolute).
+
+    Returns (names, category ids, images or None); images are read with Pillow, grey when `grey`.
+    DataError naming the file and line for an unknown category, an empty name, an unreadable image.
+    """
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    from outfitrec.data.plain import ITEMS_HEADERS, _rows
+
+    path = Path(path)
+    header, rows = _rows(path, ITEMS_HEADERS)
+    if not rows:
+        raise DataError(f"{path}: no items")
+    names, cats, images = [], [], []
+    for line, fields in rows:
+        name, category = fields[0], fields[1]
+        if not name:
+            raise DataError(f"{path}:{line}: empty item_id")
+        if category not in category_names:
+            raise DataError(f"{path}:{line}: category {category!r} is not one of {list(category_names)}")
+        names.append(name)
+        cats.append(category_names.index(category))
+        if len(header) == 3:
+            if not fields[2]:
+                raise DataError(f"{path}:{line}: empty image")
+            file = Path(fields[2]) if Path(fields[2]).is_absolute() else path.parent / fields[2]
+            try:
+                with Image.open(file) as im:
+                    images.append(np.asarray(im.convert("L" if grey else "RGB")))
+            except (OSError, UnidentifiedImageError) as exc:
+                raise DataError(f"{path}:{line}: cannot read image {file} ({exc})") from None
+    return names, cats, (images if len(header) == 3 else None)

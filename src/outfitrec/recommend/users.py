@@ -61,7 +61,7 @@ class FoldInParams:
     """
 
     steps: int = 300
-    lr: float = 0.05
+    lr: float = 0.02  # chosen on the cold users' validation AUC (docs/results/new-users.md)
     negatives: int = 10
     bank: int = 64
     anchor_weight: float = 0.01

@@ -27,10 +27,12 @@ def serve_environment(
     result_cache: int | None = None,
     users_from: str | None = None,
     remove_items: str | None = None,
+    add_items: str | None = None,
 ) -> dict[str, str]:
     """The environment variable that tells `app_factory` what to load (new users and removed items too)."""
     spec = {"run": str(run), "data": None if data is None else str(data), "backend": backend, "pool": pool}
     spec |= {"threads": threads, "result_cache": result_cache, "users_from": users_from, "remove_items": remove_items}
+    spec["add_items"] = add_items
     return {ENV: json.dumps(spec)}
 
 
@@ -48,6 +50,8 @@ def load_from_environment():
     rec = Recommender.from_run(spec["run"], spec.get("data"), spec.get("backend", "torch"), pool=spec.get("pool", True))
     if spec.get("result_cache") is not None:
         rec.result_cache_size = int(spec["result_cache"])
+    if spec.get("add_items"):
+        rec.add_items_csv(spec["add_items"])
     if spec.get("users_from"):
         rec.load_users(spec["users_from"])
     if spec.get("remove_items"):
