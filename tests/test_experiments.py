@@ -315,7 +315,9 @@ def test_claims_hold_or_not_by_the_sign_of_the_paired_difference(tmp_path):
     assert claim_verdict([0.03, 0.02, 0.05], ">") == "holds"
     assert claim_verdict([-0.01, 0.06, -0.02], ">") == "holds (within noise)"
     assert claim_verdict([-0.03, -0.02], ">") == "does not hold"
-    assert claim_verdict([0.0], ">=") == "holds" and claim_verdict([0.0], ">") == "does not hold"
+    assert claim_verdict([0.0, 0.0], ">=") == "holds (within noise)"
+    assert claim_verdict([0.0, 0.0], ">") == "does not hold (within noise)"
+    assert claim_verdict([0.01], ">") == "holds (one pair: no noise estimate)"
     assert claim_verdict([], ">") == "not measured"
     missing = Claim("CL helps the teacher", "teacher+cl", "teacher")
     rows = compare_claims({"draw 1": (draw1, "test"), "draw 2": (draw2, "test")}, [beats, at_least, missing])

@@ -449,15 +449,17 @@ def claim_deltas(rows: list[dict], claim: Claim, split: str) -> list[float]:
 def claim_verdict(deltas: list[float], op: str) -> str:
     """'holds' when the mean paired difference has the claim's sign (> 0, or >= 0), else 'does not hold'.
 
-    ' (within noise)' is appended when |mean| is not above the differences' std (ddof=1); 'not measured'
-    when there is no pair.
+    ' (within noise)' is appended when |mean| is not above the differences' std (ddof=1), ' (one pair: no
+    noise estimate)' when there is one difference only; 'not measured' when there is none.
     """
     if not deltas:
         return "not measured"
     mean, std = _mean_std(deltas)
     holds = mean > 0 if op == ">" else mean >= 0
     verdict = "holds" if holds else "does not hold"
-    if not math.isnan(std) and abs(mean) <= std:
+    if len(deltas) == 1:
+        verdict += " (one pair: no noise estimate)"
+    elif not math.isnan(std) and abs(mean) <= std:
         verdict += " (within noise)"
     return verdict
 
@@ -579,7 +581,8 @@ def write_claims(out: Path, folders: dict[str, Path], claims: list[Claim], comma
         side_by_side_markdown({k: v[1] for k, v in read.items()}, {k: v[2] for k, v in read.items()}),
         "A claim is the sign of a paired difference (same seed; a one-run teacher is paired with every seed): "
         "Δ = a - b, mean ± std over the pairs. *holds*: the mean has the claim's sign (> 0; >= 0 for '>='); "
-        "*(within noise)*: |mean| is not above the std of the pairs. *all draws*: holds on all / none / mixed.",
+        "*(within noise)*: |mean| is not above the std of the pairs; *(one pair)*: one seed, no noise estimate. "
+        "*all draws*: holds on all / none / mixed.",
         "",
         claims_markdown(rows, labels),
         "Reproduce:",
