@@ -215,3 +215,10 @@ def test_user_table_trains_end_to_end_and_the_run_serves(tiny_data_dir, tmp_path
     assert 0.0 <= metrics["auc"] <= 1.0
     recs = Recommender.from_run(run).recommend(0, k=3)
     assert len(recs) == 3
+    from outfitrec.data.outfits import DataError
+    from outfitrec.models.checkpoint import load_run
+    from outfitrec.recommend.onnx_export import export_onnx
+
+    with pytest.raises(DataError, match="id_table 'users'"):  # refused in one line, nothing written
+        export_onnx(load_run(run).model, tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()

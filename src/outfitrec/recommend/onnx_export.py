@@ -106,8 +106,12 @@ def _export(module: nn.Module, args: tuple, path: Path, names: list[str], output
 def export_onnx(model: nn.Module, out_dir: str | Path, checkpoint_sha256: str = "") -> list[Path]:
     """Export the model's four graphs (see the module docstring) to out_dir; returns the written paths.
 
-    The model must have its catalogue bound (the example inputs are real items).
+    The model must have its catalogue bound (the example inputs are real items). Raises DataError for an
+    id encoder with id_table='users' (its item vectors are sums over a data-sized incidence: serve it with
+    the torch backend).
     """
+    if getattr(model.item_encoder, "table", "items") == "users":
+        raise DataError("--backend onnx: a model with id_table 'users' is not exported; serve it with --backend torch")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = model.eval()
