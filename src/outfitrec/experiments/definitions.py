@@ -278,19 +278,27 @@ def users_table_variants(alpha: float) -> list[Variant]:
     """The users-table student, plain and distilled from the shared teacher (FND, KD, FND + KD)."""
     fnd = _merge(USERS_TABLE, _fnd(alpha))
     plain = Variant("student-u", USERS_TABLE, baseline=None, group="users", x="plain", note="users-table student")
+    distilled = Variant(
+        "fnd+kd-u",
+        _merge(fnd, {"loss": {"kind": "fnd+kd"}}),
+        uses_teacher=True,
+        baseline="student-u",
+        note="users table, FND + KL",
+    )
     return [
         plain,
         Variant("kd-u", _merge(USERS_TABLE, {"loss": {"kind": "kd"}}), uses_teacher=True, baseline="student-u"),
         Variant("fnd-u", fnd, uses_teacher=True, baseline="student-u", note="users table, FND"),
-        Variant(
-            "fnd+kd-u",
-            _merge(fnd, {"loss": {"kind": "fnd+kd"}}),
-            uses_teacher=True,
-            baseline="student-u",
-            note="users table, FND + KL",
-        ),
+        distilled,
         Variant(
             "student-u+cf", role="hybrid", mix_of=plain, baseline=None, note="users-table student + EASE + PureSVD"
+        ),
+        Variant(
+            "fnd+kd-u+cf",
+            role="hybrid",
+            mix_of=distilled,
+            baseline="student-u+cf",
+            note="users-table FND + KL student + EASE + PureSVD",
         ),
     ]
 
