@@ -8,7 +8,8 @@ FND + CL), trained or reused by the `Lab`. For each variant this module adds wha
 - outfit scoring from cached item embeddings (outfits/s, one thread, all variants timed round-robin);
 - bytes per user: the vector the recommender keeps per user (served) and the checkpoint's user
   parameters (stored);
-- a serving process (fresh interpreter): peak RSS, and the latency of a top-10 recommendation;
+- a serving process (fresh interpreter): resident memory; the latency of a top-10 recommendation (all
+  variants loaded side by side in this process, timed round-robin);
 - the test AUC as served (collapsed user vectors and item embeddings in the serving dtype), every seed.
 
 Writes `pareto.md` (the table, the issue's targets checked on what was measured, the command),
@@ -25,7 +26,7 @@ import numpy as np
 
 from outfitrec.data.outfits import write_text_atomic
 from outfitrec.data.prepare import load_dataset
-from outfitrec.experiments.cost import measure_serving_process, scoring_throughput, served_auc
+from outfitrec.experiments.cost import measure_serving_process, recommend_latency, scoring_throughput, served_auc
 from outfitrec.experiments.report import primary_split, to_csv
 from outfitrec.experiments.runner import RunResult
 from outfitrec.models.checkpoint import load_run
@@ -53,6 +54,7 @@ def pareto_rows(results: list[RunResult], data: str | Path, serving_users: int =
     first = {name: sorted(runs, key=lambda r: r.seed)[0] for name, runs in by_variant.items()}
     models = {name: load_run(r.run_dir, dataset=dataset).model for name, r in first.items()}
     throughput = scoring_throughput(models, dataset)
+    latency = recommend_latency({name: r.run_dir for name, r in first.items()}, serving_users)
     rows = []
     for name, runs in by_variant.items():
         model = models[name]
@@ -60,7 +62,7 @@ def pareto_rows(results: list[RunResult], data: str | Path, serving_users: int =
         served = [served_auc(load_run(r.run_dir, dataset=dataset).model, dataset, folder, split) for r in runs]
         auc = [r.metrics.get(split, {}).get("auc") for r in runs]
         share = [(r.metrics.get("true_utility") or {}).get("true_share") for r in runs]
-        process = measure_serving_process(first[name].run_dir, serving_users)
+        process = measure_serving_process(first[name].run_dir)
         counts = model.parameter_counts()
         per_user = model.bytes_per_user()
         row = {
@@ -82,6 +84,7 @@ def pareto_rows(results: list[RunResult], data: str | Path, serving_users: int =
             "bytes_per_user_served": per_user["served"],
             "bytes_per_user_stored": per_user["stored"],
             **process,
+            **latency[name],
             "run_dir": str(first[name].run_dir),
             "note": runs[0].variant.note,
         }
@@ -251,7 +254,8 @@ def write_pareto(results: list[RunResult], data: str | Path, out: Path, command:
         "loading the run and after answering the requests, in brackets the same process before loading "
         "(interpreter, torch, outfitrec imported); *recommend*: top-10 of the whole catalogue for 20 seeded "
         "users with the default search, each request with an empty outfit-feature cache (every outfit it "
-        "scores goes through the Set Transformer) and no pool. *Pareto*: no other row is at least as good in "
+        "scores goes through the Set Transformer) and no pool, the variants loaded side by side and timed "
+        "round-robin (one thread). *Pareto*: no other row is at least as good in "
         "AUC, outfit scoring and B/user served and better in one.",
         "",
         pareto_markdown(rows, split),

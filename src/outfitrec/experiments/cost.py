@@ -201,20 +201,63 @@ def _rss_mib(peak: bool = False) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def serving_process(run_dir: str, n_users: int = SERVING_USERS, seed: int = 0) -> dict:
-    """Load a run as `outfitrec serve` does and time recommendations (call in a fresh process: its RSS is its own).
+def _cold_request(rec, user: int) -> tuple[float, int]:
+    """(seconds, outfits scored) of one top-10 request with an empty outfit-feature cache and no result cache."""
+    from outfitrec.recommend.fast import FastSearcher, FeatureCache
+    from outfitrec.recommend.search import SearchStats
 
-    One torch thread. `Recommender.from_run` (collapsed users, search index in the serving dtype, no pool),
-    then the top-10 of `n_users` seeded users with the default search, each request with an empty outfit
-    feature cache (every outfit it scores goes through the Set Transformer: the model's share of a request)
-    and no result cache. Returns the resident memory (MiB) with torch and the recommender imported (before
-    loading), after loading, after the requests, and the process's peak; load seconds, p50 / p95 latency
-    (ms) and the mean number of outfits scored per request.
+    if isinstance(rec.searcher, FastSearcher):
+        rec.searcher.cache = FeatureCache(rec.searcher.scorer, rec.index.item_emb)
+    stats = SearchStats()
+    start = time.perf_counter()
+    rec.recommend(int(user), k=10, stats=stats, use_pool=False)
+    return time.perf_counter() - start, stats.outfits_scored
+
+
+def recommend_latency(run_dirs: dict, n_users: int = SERVING_USERS, seed: int = 0) -> dict:
+    """{name: {p50 / p95 ms, outfits per request}} of top-10 requests, the runs loaded side by side, one thread.
+
+    Each run is loaded as `outfitrec serve` loads it (`Recommender.from_run`: collapsed users, the search index
+    in the serving dtype, no pool). For each of `n_users` seeded users, every run answers in turn (round-robin,
+    so a busy machine slows them alike) with the default search, an empty outfit-feature cache (every outfit
+    the request scores goes through the Set Transformer: the model's share of a request) and no result cache.
+    """
+    from outfitrec.recommend.engine import Recommender
+
+    torch.set_num_threads(1)
+    recs = {name: Recommender.from_run(run, cache=False) for name, run in run_dirs.items()}
+    for rec in recs.values():
+        rec.result_cache_size = 0
+    n_total = min(rec.dataset.n_users for rec in recs.values())
+    users = np.random.default_rng(seed).choice(n_total, min(n_users, n_total), replace=False)
+    times: dict[str, list[float]] = {name: [] for name in recs}
+    scored: dict[str, list[int]] = {name: [] for name in recs}
+    for user in users:
+        for name, rec in recs.items():
+            seconds, n = _cold_request(rec, int(user))
+            times[name].append(seconds * 1000.0)
+            scored[name].append(n)
+    return {
+        name: {
+            "recommend_p50_ms": float(np.percentile(times[name], 50)),
+            "recommend_p95_ms": float(np.percentile(times[name], 95)),
+            "outfits_per_request": float(np.mean(scored[name])),
+        }
+        for name in recs
+    }
+
+
+def serving_process(run_dir: str, n_requests: int = 3, seed: int = 0) -> dict:
+    """Memory of serving one run: load it as `outfitrec serve` does and answer a few requests (call it in a fresh
+    process, `measure_serving_process`: its memory is its own).
+
+    One torch thread; `Recommender.from_run` (collapsed users, search index in the serving dtype, no pool),
+    then `n_requests` cold top-10 requests (as `recommend_latency`). Returns the resident memory (MiB) with
+    torch and the recommender imported (before loading), after loading, after the requests, the process's
+    peak, and the load seconds.
     """
     torch.set_num_threads(1)
     from outfitrec.recommend.engine import Recommender
-    from outfitrec.recommend.fast import FastSearcher, FeatureCache
-    from outfitrec.recommend.search import SearchStats
 
     baseline = _rss_mib()
     start = time.perf_counter()
@@ -222,32 +265,20 @@ def serving_process(run_dir: str, n_users: int = SERVING_USERS, seed: int = 0) -
     load_s = time.perf_counter() - start
     loaded = _rss_mib()
     rec.result_cache_size = 0
-    rng = np.random.default_rng(seed)
-    users = rng.choice(rec.dataset.n_users, min(n_users, rec.dataset.n_users), replace=False)
-    times, scored = [], []
+    users = np.random.default_rng(seed).choice(rec.dataset.n_users, min(n_requests, rec.dataset.n_users), False)
     for user in users:
-        if isinstance(rec.searcher, FastSearcher):
-            rec.searcher.cache = FeatureCache(rec.searcher.scorer, rec.index.item_emb)
-        stats = SearchStats()
-        start = time.perf_counter()
-        rec.recommend(int(user), k=10, stats=stats, use_pool=False)
-        times.append(time.perf_counter() - start)
-        scored.append(stats.outfits_scored)
-    ms = np.asarray(times) * 1000.0
+        _cold_request(rec, int(user))
     return {
         "rss_baseline_mib": baseline,
         "rss_loaded_mib": loaded,
         "rss_after_mib": _rss_mib(),
         "rss_peak_mib": _rss_mib(peak=True),
         "load_s": load_s,
-        "recommend_p50_ms": float(np.percentile(ms, 50)),
-        "recommend_p95_ms": float(np.percentile(ms, 95)),
-        "outfits_per_request": float(np.mean(scored)),
         "scorer": rec.info.get("scorer"),
     }
 
 
-def measure_serving_process(run_dir, n_users: int = SERVING_USERS, timeout_s: float = 900.0) -> dict:
+def measure_serving_process(run_dir, timeout_s: float = 900.0) -> dict:
     """`serving_process` in a fresh Python process (same interpreter, one thread); its JSON result."""
     import json
     import os
@@ -256,11 +287,11 @@ def measure_serving_process(run_dir, n_users: int = SERVING_USERS, timeout_s: fl
 
     code = (
         "import json, sys; from outfitrec.experiments.cost import serving_process; "
-        "print(json.dumps(serving_process(sys.argv[1], int(sys.argv[2]))))"
+        "print(json.dumps(serving_process(sys.argv[1])))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", code, str(run_dir), str(n_users)],
+        [sys.executable, "-c", code, str(run_dir)],
         capture_output=True,
         text=True,
         timeout=timeout_s,
