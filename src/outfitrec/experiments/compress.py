@@ -248,8 +248,9 @@ def write_pareto(results: list[RunResult], data: str | Path, out: Path, command:
         "",
         "Cost, on each variant's first seed: *outfit scoring*: (user, outfit) pairs scored per second from "
         "cached item embeddings, batches of 4096 test outfits, one torch thread, all variants timed "
-        "round-robin (median of 7); *B/user served*: the one vector per user the recommender keeps (the "
-        "anchors collapse to sum_k a_k/|a_k|), in the serving dtype; *B/user stored*: the checkpoint's user "
+        "round-robin, the fastest of 15 calls (other processes only slow a call down); *B/user served*: the "
+        "one vector per user the recommender keeps (the anchors collapse to sum_k a_k/|a_k|), in the serving "
+        "dtype; *B/user stored*: the checkpoint's user "
         "parameters (float32 anchors); *RSS*: resident memory of a fresh serving process (one thread) after "
         "loading the run and after answering the requests, in brackets the same process before loading "
         "(interpreter, torch, outfitrec imported); *recommend*: top-10 of the whole catalogue for 20 seeded "
