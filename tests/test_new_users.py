@@ -315,3 +315,45 @@ def test_cli_add_and_remove_items(tiny_run, tiny_dataset, tmp_path, monkeypatch,
     items.write_text("item_id,category,image\nnew-hat,hat,copy.png\n")
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and err.startswith("error: ") and f"{items}:2: category 'hat' is not one of" in err, err
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        {"encoder": "id", "size": "student", "user_history": "mean"},  # anchors + the history term
+        {"encoder": "cnn", "size": "student", "scorer": "dot"},  # one embedding per user
+    ],
+    ids=["id-history", "cnn-dot"],
+)
+def test_fold_in_with_the_history_term_and_the_dot_scorer(kind, tiny_dataset, tiny_data_dir, tmp_path):
+    """The history term of a new user is the model's own, from the liked outfits' items; the dot scorer's
+    vector is fitted like the anchors; an id encoder's new item is its category alone."""
+    import yaml
+
+    from outfitrec.models.checkpoint import save_model
+    from outfitrec.models.outfit_model import ModelConfig, OutfitModel
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=16, heads=2, n_anchors=4, dropout=0.0, **kind)
+    cat, train = tiny_dataset.catalogue, tiny_dataset.split("train")
+    model = OutfitModel(cfg, tiny_dataset.n_users, cat.n_items, cat.n_categories)
+    model.bind_catalogue(cat)
+    users = np.broadcast_to(train.users[:, None], train.items.shape)[train.mask]
+    model.fit_collaborative(users, train.items[train.mask], seed=0)
+    save_model(model, tmp_path / "model", {"role": "test"})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(tiny_data_dir)}}))
+    rec = Recommender.from_run(tmp_path)
+    user = rec.add_user(liked_of(rec, 3, 100), name="grace")  # all of user 3's training outfits
+    matrix = rec.searcher.scorer.user_matrix
+    c = rec.searcher.scorer.history_dim
+    if kind.get("user_history"):
+        assert c > 0 and np.allclose(matrix[user, -c:], matrix[3, -c:], atol=1e-5)  # same items, same h_u
+    else:
+        assert c == 0 and rec.fold_in().kind == "dot"
+    assert len(rec.recommend(user, k=3)) == 3
+    if kind["encoder"] == "id":
+        (new,) = rec.add_items(["shoes"], ["new-shoe"])
+        with torch.no_grad():
+            unseen = model.item_encoder.head(model.item_encoder.category_embedding(torch.tensor([2])))
+        assert np.allclose(rec.index.item_emb[new, : unseen.shape[1]], unseen.numpy()[0], atol=1e-5)
+        assert np.allclose(rec.index.item_emb[new, unseen.shape[1] :], 0.0)
