@@ -15,8 +15,9 @@ liked outfits, like a training user's.
 Since the frozen network maps an outfit to the feature phi(z) of the collapsed
 scorer (`recommend/fast.py`: score = <phi(z), U[u]>), the liked outfits and a
 bank of random mixes are encoded once (through the searcher's feature cache)
-and the steps only move the user's parameters: about 30 ms for 5 liked
-outfits (benchmarks/bench_new_users.py). Deterministic given the seed.
+and the steps (plain numpy, `FoldInLoss`) only move the user's parameters:
+about 50 ms of CPU for 5 liked outfits (benchmarks/bench_new_users.py,
+docs/results/new-users.md). Deterministic given the seed.
 
 `FoldIn` does the fitting for a loaded model; `Recommender.add_user`
 (recommend/engine.py) adds the fitted user in memory, and `UserOverlay`
@@ -300,7 +301,13 @@ class FoldIn:
         return np.concatenate([head, self.history_vector(user.items(), seed)]).astype(np.float32)
 
     def fit(self, name: str, rows: np.ndarray, params: FoldInParams = FoldInParams()) -> FoldedUser:
-        """Fit one new user on their liked outfits (rows [n, S], PAD-padded, checked by `liked_rows`)."""
+        """Fit one new user on their liked outfits (rows [n, S], PAD-padded, checked by `liked_rows`).
+
+        Draws `params.bank` random mixes per liked outfit (`data.negatives.random_mix`, the training
+        positives and the liked outfits forbidden), encodes them once, then runs `params.steps` Adam steps
+        (torch.optim.Adam's defaults) of `FoldInLoss`, each on K mixes per outfit sampled from the bank.
+        DataError when a liked outfit has no random mix at all.
+        """
         rows = np.asarray(rows, dtype=np.int64)
         n = len(rows)
         mask = rows != PAD
