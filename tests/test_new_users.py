@@ -183,6 +183,9 @@ def test_removed_items_are_never_recommended(tiny_run, tmp_path):
     lines = (tmp_path / "recs.csv").read_text().splitlines()[1:]
     batch_items = {int(i) for line in lines for i in line.split(",")[4].split()}
     assert batch_items and not batch_items & set(gone)
+    rec.remove_items([int(rec.index.pools[1][0])])  # another catalogue: the parts are not resumed
+    with pytest.raises(DataError, match="parts written with other settings"):
+        recommend_all(rec, tmp_path / "recs.csv", k=3, progress=False)
     with pytest.raises(DataError, match="was removed"):
         rec.complete(5, [gone[0]])
     with pytest.raises(DataError, match="was removed"):

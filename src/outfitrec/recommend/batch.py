@@ -146,6 +146,10 @@ def recommend_all(
     folder.mkdir(parents=True, exist_ok=True)
     settings = {"checkpoint_sha256": rec.info.get("checkpoint_sha256", ""), "k": k, "diverse": diverse}
     settings["params"] = asdict(params)
+    removed = rec.removed_items
+    if len(removed) or rec.info.get("added_items"):
+        # items removed or added after training (recommend/items.py): parts of another catalogue are refused
+        settings["catalogue"] = {"items": int(rec.dataset.catalogue.n_items), "removed": [int(i) for i in removed]}
     _check_settings(folder, settings)
     done = done_users(out)
     todo = [u for u in mine if u not in done]
