@@ -101,16 +101,22 @@ def test_whole_student_trains_saves_loads_and_serves(tiny_data_dir, tmp_path, pr
     assert len(recs) == 3 and all(np.isfinite(r.score) for r in recs)
 
 
-def test_the_yaml_presets_are_the_serving_preset():
+def test_the_yaml_presets_are_the_measured_whole_model_student():
+    """configs/fmnist_student_whole*.yaml train the compress experiment's whole-pma-long runs (plain, FND + CL)."""
+    from outfitrec.experiments.runner import deep_merge
+    from outfitrec.experiments.scales import base_config
+    from outfitrec.train.config import config_from_dict
+
+    variants = {v.name: v for v in definitions.compress_variants("full")}
     plain, distilled = load_config("fmnist_student_whole"), load_config("fmnist_student_whole_distilled")
-    reference = load_config("fmnist_student_distilled")
-    for config in (plain, distilled):
-        for key, value in SERVING_PRESETS["whole"].items():
-            assert getattr(config.model, key) == value, key
-        assert config.model.size == "student" and config.role == "student"
-        assert (config.data, config.optim) == (reference.data, reference.optim)
-    assert plain.loss.kind == "softmax" and not plain.contrastive.enabled
-    assert distilled.loss == reference.loss and distilled.contrastive == reference.contrastive
+    teacher = "runs/demo/teacher"
+    for config, name in ((plain, "whole-pma-long"), (distilled, "whole-pma-long+fnd+cl")):
+        raw = deep_merge(base_config("images", "student", "full", str(config.data.path)), variants[name].overrides)
+        if variants[name].uses_teacher:
+            raw = deep_merge(raw, {"loss": {"teacher": teacher}})
+        assert config_hash(config) == config_hash(config_from_dict(raw, "test")), name
+    assert distilled.loss.teacher == teacher
+    assert distilled.loss == load_config("fmnist_student_distilled").loss
 
 
 def test_compress_variants_pair_each_distilled_student_with_its_plain_one():
