@@ -227,3 +227,19 @@ def test_empty_inputs():
     assert m["n_users"] == 0 and np.isnan(m["auc"])
     with pytest.raises(ValueError, match="k must be"):
         ndcg_at([1.0], [0.0], k=0)
+
+
+def test_fitb_shares_ties_like_a_random_tie_break():
+    """Worked by hand: a clear win 1, a two-way tie at the top 1/2, a constant row 1/4, a loss 0."""
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # true (column 0) alone on top: 1
+            [0.5, 0.5, 0.1, 0.2],  # tied with one other: 1/2
+            [0.3, 0.3, 0.3, 0.3],  # constant: 1/4 (chance)
+            [0.2, 0.7, 0.7, 0.1],  # true below a tie of others: 0
+        ]
+    )
+    assert fitb_accuracy(scores) == pytest.approx((1 + 0.5 + 0.25 + 0) / 4)
+    assert fitb_accuracy(scores[[2]]) == pytest.approx(0.25)
+    assert fitb_accuracy(scores[[3]], answer=np.array([1])) == pytest.approx(0.5)
+    assert np.isnan(fitb_accuracy(np.zeros((0, 4))))

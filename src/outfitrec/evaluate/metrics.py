@@ -214,15 +214,20 @@ def mean_metrics(
 
 
 def fitb_accuracy(candidate_scores: np.ndarray, answer: np.ndarray | None = None) -> float:
-    """Share of fill-in-the-blank questions whose true candidate scores highest.
+    """Share of fill-in-the-blank questions whose true candidate scores highest, ties shared.
 
     candidate_scores: [n_questions, n_candidates]; answer: the true column of
-    each question (default 0, the first candidate, as in Polyvore-U). Ties count
-    as wrong, so a constant scorer gets 0, not a lucky 1. NaN / inf: ValueError.
+    each question (default 0, the first candidate, as in Polyvore-U). A question
+    whose true candidate ties with m others at the top counts 1 / (1 + m): the
+    expected accuracy when ties are broken at random, so a constant scorer gets
+    chance (1 / n_candidates), neither a lucky 1 nor a flattering-to-others 0
+    (the tie-aware reading of AUC and NDCG here). NaN / inf: ValueError.
     """
     scores = check_finite(candidate_scores, "FITB scores")
+    if not len(scores):
+        return float("nan")
     answer = np.zeros(len(scores), dtype=np.int64) if answer is None else np.asarray(answer)
     true = scores[np.arange(len(scores)), answer]
-    others = scores.copy()
-    others[np.arange(len(scores)), answer] = -np.inf
-    return float((true > others.max(axis=1)).mean()) if len(scores) else float("nan")
+    top = scores.max(axis=1)
+    tied = (scores == top[:, None]).sum(axis=1)  # candidates at the top, the true one included when it is there
+    return float(np.where(true == top, 1.0 / tied, 0.0).mean())
