@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from outfitrec.data.outfits import Catalogue
+from outfitrec.data.outfits import Catalogue, DataError
 from outfitrec.models import ModelConfig, OutfitModel
 from outfitrec.models.features import (
     FEATURE_DIM,
@@ -91,3 +91,23 @@ def test_features_command_resumes(tmp_path):
     assert np.load(tmp_path / "out" / "features.npy").shape == (3, FEATURE_DIM)
     bad = CliRunner().invoke(app, ["features", str(tmp_path / "missing"), str(tmp_path / "o2")])
     assert isinstance(bad.exception, DataError) and "missing" in str(bad.exception)
+
+
+def test_features_of_another_dataset_are_refused(backbone, tmp_path):
+    """Same item count, other content: neither an unfinished nor a finished extraction is reused."""
+    from outfitrec.data.synthetic import make_synthetic
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder, seed in ((a, 0), (b, 1)):
+        folder.mkdir()
+        make_synthetic(n_users=3, items_per_category=1, outfits_per_user=2, seed=seed).save(folder / "dataset.npz")
+    out = tmp_path / "feats"
+    first = extract_features(a, out, chunk_size=2, max_chunks=1, model=backbone, progress=False)
+    assert not first["complete"]
+    with pytest.raises(DataError, match="another dataset"):
+        extract_features(b, out, chunk_size=2, model=backbone, progress=False)
+    done = extract_features(a, out, chunk_size=2, model=backbone, progress=False)
+    assert done["complete"]
+    with pytest.raises(DataError, match="made from another dataset"):
+        extract_features(b, out, chunk_size=2, model=backbone, progress=False)
+    assert extract_features(a, out, chunk_size=2, model=backbone, progress=False)["already_done"]

@@ -133,6 +133,14 @@ def _chunk_ok(path: Path, rows: int) -> bool:
     return arr.shape == (rows, FEATURE_DIM) and arr.dtype == np.float32 and bool(np.isfinite(arr).all())
 
 
+def _made_from(info_path: Path) -> str | None:
+    """The dataset fingerprint a finished feature folder records (None: not recorded, or a catalogue's)."""
+    try:
+        return json.loads(info_path.read_text()).get("dataset_fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def resolve_dataset(path: str | Path) -> Path:
     """A prepared folder or a dataset.npz -> the dataset.npz path."""
     p = Path(path)
@@ -185,7 +193,14 @@ def extract_features(
     final = out_dir / FEATURES_FILE
     n = catalogue.n_items
     summary = {"features": str(final), "n_items": n, "dim": FEATURE_DIM, "computed_chunks": 0, "skipped_chunks": 0}
+    fingerprint = None if isinstance(data, Catalogue) else dataset_fingerprint(source)
     if final.exists():
+        made_from = _made_from(out_dir / INFO_FILE)
+        if fingerprint is not None and made_from is not None and made_from != fingerprint:
+            raise DataError(
+                f"{final}: made from another dataset than {source} (fingerprint {made_from[:12]}, this one "
+                f"{fingerprint[:12]}); write these features to another folder"
+            )
         try:
             existing = np.load(final, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
@@ -197,11 +212,15 @@ def extract_features(
     chunks = out_dir / CHUNKS_DIR
     chunks.mkdir(parents=True, exist_ok=True)
     manifest = chunks / "manifest.json"
-    fingerprint = None if isinstance(data, Catalogue) else dataset_fingerprint(source)
     plan = {"backbone": BACKBONE, "n_items": n, "chunk_size": chunk_size, "source": source}
     plan["dataset_fingerprint"] = fingerprint  # the dataset these features were made from
     if manifest.exists():
         old = json.loads(manifest.read_text())
+        if old.get("dataset_fingerprint") != plan["dataset_fingerprint"]:
+            raise DataError(
+                f"{manifest}: an unfinished extraction from another dataset ({old.get('source')}); its chunks "
+                f"are not this one's: remove {chunks} or write to another folder"
+            )
         if {k: old.get(k) for k in ("backbone", "n_items", "chunk_size")} != {
             k: plan[k] for k in ("backbone", "n_items", "chunk_size")
         }:
