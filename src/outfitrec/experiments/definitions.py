@@ -275,7 +275,7 @@ USERS_TABLE = {"model": {"size": "teacher", "id_table": "users"}}
 
 
 def users_table_variants(alpha: float) -> list[Variant]:
-    """The users-table student, plain and distilled from the shared teacher (FND, KD, FND + KD)."""
+    """The users-table student, plain, distilled from the shared teacher (FND, KD, FND + KD) and with CL."""
     fnd = _merge(USERS_TABLE, _fnd(alpha))
     plain = Variant("student-u", USERS_TABLE, baseline=None, group="users", x="plain", note="users-table student")
     distilled = Variant(
@@ -290,6 +290,7 @@ def users_table_variants(alpha: float) -> list[Variant]:
         Variant("kd-u", _merge(USERS_TABLE, {"loss": {"kind": "kd"}}), uses_teacher=True, baseline="student-u"),
         Variant("fnd-u", fnd, uses_teacher=True, baseline="student-u", note="users table, FND"),
         distilled,
+        Variant("cl-u", _merge(USERS_TABLE, CL), baseline="student-u", note="users table + contrastive"),
         Variant(
             "student-u+cf", role="hybrid", mix_of=plain, baseline=None, note="users-table student + EASE + PureSVD"
         ),
