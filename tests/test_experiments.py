@@ -307,11 +307,17 @@ def test_claims_hold_or_not_by_the_sign_of_the_paired_difference(tmp_path):
     beats = Claim("FND + CL beats the plain student", "fnd+cl", "student")
     at_least = Claim("distilled >= teacher", "fnd+cl", "teacher", op=">=")
     draw1 = _rows({"student": [0.60, 0.70, 0.65], "fnd+cl": [0.63, 0.72, 0.70], "teacher": [0.66]})
+    draw1[-1]["role"] = "teacher"  # a runs.csv without the `shared` column: a teacher's only run is shared
     draw2 = _rows({"student": [0.60, 0.70, 0.65], "fnd+cl": [0.59, 0.75, 0.64], "teacher": [0.70, 0.69, 0.66]})
     # paired by seed; the one-run teacher of draw 1 against every seed
     assert np.allclose(claim_deltas(draw1, beats, "test"), [0.03, 0.02, 0.05])
     assert np.allclose(claim_deltas(draw1, at_least, "test"), [-0.03, 0.06, 0.04])
     assert np.allclose(claim_deltas(draw2, at_least, "test"), [-0.11, 0.06, -0.02])
+    # a per-seed variant with fewer seeds finished is paired on the seeds both have, a shared run with every seed
+    fewer = [*_rows({"student": [0.60, 0.70, 0.65], "fnd+cl": [0.63]}), {"variant": "t", "seed": "0", "test_auc": "1"}]
+    assert np.allclose(claim_deltas(fewer, beats, "test"), [0.03])
+    fewer[-1]["shared"] = "True"
+    assert np.allclose(claim_deltas(fewer, Claim("t", "t", "student"), "test"), [0.40, 0.30, 0.35])
     assert claim_verdict([0.03, 0.02, 0.05], ">") == "holds"
     assert claim_verdict([-0.01, 0.06, -0.02], ">") == "holds (within noise)"
     assert claim_verdict([-0.03, -0.02], ">") == "does not hold"
@@ -321,7 +327,11 @@ def test_claims_hold_or_not_by_the_sign_of_the_paired_difference(tmp_path):
     assert claim_verdict([], ">") == "not measured"
     missing = Claim("CL helps the teacher", "teacher+cl", "teacher")
     rows = compare_claims({"draw 1": (draw1, "test"), "draw 2": (draw2, "test")}, [beats, at_least, missing])
-    assert [r["all"] for r in rows] == ["holds on all (within noise on some)", "mixed", "not measured everywhere"]
+    assert [r["all"] for r in rows] == [
+        "holds on all (within noise or one seed on some)",
+        "mixed",
+        "not measured everywhere",
+    ]
     assert rows[0]["draw 1_verdict"] == "holds" and rows[0]["draw 2_verdict"] == "holds (within noise)"
     assert rows[1]["draw 2_verdict"] == "does not hold (within noise)"
     assert math.isclose(rows[0]["draw 1_delta_mean"], 0.10 / 3) and rows[0]["draw 2_n"] == 3

@@ -42,6 +42,7 @@ def run_rows(results: list[RunResult]) -> list[dict]:
             "x": "" if r.variant.x is None else r.variant.x,
             "seed": r.seed,
             "baseline": r.variant.baseline or "",
+            "shared": is_shared(r.variant),
         }
         for split in ("valid", "test"):
             m = r.metrics.get(split)
@@ -426,20 +427,25 @@ def _num(v) -> float:
 def claim_deltas(rows: list[dict], claim: Claim, split: str) -> list[float]:
     """Per-seed differences a - b of a claim from one experiment's run rows (runs.csv: variant, seed, metrics).
 
-    Runs of the same seed are paired; a variant with one run only (the shared teacher) is paired with every
-    run of the other. Pairs with a missing value are left out.
+    Runs of the same seed are paired; a shared run (one run for every seed: the row's `shared` column, or,
+    in a runs.csv without it, a teacher's only run) is paired with every run of the other. A variant that
+    just has fewer seeds finished is paired on the seeds both have. Pairs with a missing value are left out.
     """
     key = _metric_key(claim.metric, split)
     runs: dict[str, dict[int, float]] = {claim.a: {}, claim.b: {}}
+    shared = {claim.a: False, claim.b: False}
     for row in rows:
-        if row.get("variant") in runs:
-            runs[row["variant"]][int(row["seed"])] = _num(row.get(key))
+        name = row.get("variant")
+        if name in runs:
+            runs[name][int(row["seed"])] = _num(row.get(key))
+            flag = row.get("shared")
+            shared[name] |= flag in (True, "True") or (flag is None and row.get("role") == "teacher")
     a, b = runs[claim.a], runs[claim.b]
     if not a or not b:
         return []
-    if len(a) == 1 and len(b) > 1:
+    if shared[claim.a] and len(a) == 1:
         pairs = [(next(iter(a.values())), vb) for vb in b.values()]
-    elif len(b) == 1 and len(a) > 1:
+    elif shared[claim.b] and len(b) == 1:
         pairs = [(va, next(iter(b.values()))) for va in a.values()]
     else:
         pairs = [(a[s], b[s]) for s in sorted(a) if s in b]
@@ -467,9 +473,9 @@ def claim_verdict(deltas: list[float], op: str) -> str:
 def compare_claims(draws: dict[str, tuple[list[dict], str]], claims: list[Claim]) -> list[dict]:
     """Each claim on each draw: {claim, metric, op, a, b, then per draw label: delta mean/std/n, verdict; both}.
 
-    draws: {label: (run rows, split)}. `all`: "holds on all" when every draw holds ("(within noise on
-    some)" added when a draw's holds within noise), "holds on none", "mixed", or "not measured everywhere"
-    when a draw lacks a variant.
+    draws: {label: (run rows, split)}. `all`: "holds on all" when every draw holds ("(within noise or one
+    seed on some)" added unless every draw holds clearly), "holds on none", "mixed", or "not measured
+    everywhere" when a draw lacks a variant.
     """
     out = []
     for claim in claims:
@@ -484,7 +490,7 @@ def compare_claims(draws: dict[str, tuple[list[dict], str]], claims: list[Claim]
         if any(v == "not measured" for v in verdicts):
             row["all"] = "not measured everywhere"
         elif all(v.startswith("holds") for v in verdicts):
-            row["all"] = "holds on all" + (" (within noise on some)" if any("noise" in v for v in verdicts) else "")
+            row["all"] = "holds on all" + (" (within noise or one seed on some)" if set(verdicts) != {"holds"} else "")
         elif not any(v.startswith("holds") for v in verdicts):
             row["all"] = "holds on none"
         else:
@@ -579,7 +585,7 @@ def write_claims(out: Path, folders: dict[str, Path], claims: list[Claim], comma
         "Draws: " + "; ".join(f"**{label}** = `{folders[label]}`" for label in labels) + ".",
         "",
         side_by_side_markdown({k: v[1] for k, v in read.items()}, {k: v[2] for k, v in read.items()}),
-        "A claim is the sign of a paired difference (same seed; a one-run teacher is paired with every seed): "
+        "A claim is the sign of a paired difference (same seed; a shared one-run teacher is paired with every seed): "
         "Δ = a - b, mean ± std over the pairs. *holds*: the mean has the claim's sign (> 0; >= 0 for '>='); "
         "*(within noise)*: |mean| is not above the std of the pairs; *(one pair)*: one seed, no noise estimate. "
         "*all draws*: holds on all / none / mixed.",
