@@ -125,7 +125,9 @@ def test_users_and_items_by_name_or_index():
     dataset.user_names = np.asarray(["alice", "bob", "0"])
     rec = SimpleNamespace(dataset=dataset)
     assert resolve_user(rec, "bob") == 1
-    assert resolve_user(rec, "0") == 2  # a name wins over an index
+    with pytest.raises(DataError, match=r"'0' is both the name of user #2 and the index of user #0; write #2 or #0"):
+        resolve_user(rec, "0")  # never silently one reading of the two
+    assert resolve_user(rec, "#0") == 0 and resolve_user(rec, "#2") == 2
     assert resolve_user(rec, "1") == 1
     with pytest.raises(DataError, match="'carol' is neither a user name nor a user index"):
         resolve_user(rec, "carol")
@@ -138,3 +140,11 @@ def test_users_and_items_by_name_or_index():
         catalogue.item_indices("3")
     with pytest.raises(DataError, match="no items given"):
         catalogue.item_indices(" , ")
+    # DiFashion-style names: 1-based numbers beside 0-based indices. A token that reads both ways is refused
+    numbered = Catalogue(np.asarray([0, 1, 2]), ["top", "bottom", "shoes"], item_names=np.asarray(["1", "2", "3"]))
+    with pytest.raises(DataError, match=r"'2' is both the name of item #1 and the index of item #2; write #1 or #2"):
+        numbered.item_indices("2")
+    assert numbered.item_indices("3") == [2]  # index 3 does not exist: the name alone
+    assert numbered.item_indices("#0,#2") == [0, 2]
+    with pytest.raises(DataError, match=r"item 3 not found"):
+        numbered.item_indices("#3")

@@ -135,6 +135,46 @@ class Outfits:
         )
 
 
+def item_name_lookup(catalogue: Catalogue) -> dict[str, int]:
+    """Item name -> index, for `read_item`."""
+    return {str(name): i for i, name in enumerate(catalogue.item_names.tolist())}
+
+
+def read_item(token: int | str, n_items: int, lookup: dict[str, int], where: str) -> int:
+    """One item given as an index (an int, or '#N' / 'N' text) or by name: the one reader of item tokens.
+
+    A text token that is an item name AND a valid index of ANOTHER item (DiFashion's names are 1-based
+    numbers, its indices 0-based) is refused as ambiguous, naming both readings and how to write each
+    ('#N' always means index N); a name equal to its own index is no ambiguity. DataError naming `where`
+    for a token that is no item, or an index outside 0..n_items-1.
+    """
+    if isinstance(token, (bool, np.bool_)):
+        raise DataError(f"{where}: {token!r} is neither an item name nor an item index")
+    if isinstance(token, (int, np.integer)):
+        item = int(token)
+    else:
+        text = str(token).strip()
+        forced = text.startswith("#")
+        number = text[1:] if forced else text
+        try:
+            item = int(number)
+        except ValueError:
+            if not forced and text in lookup:
+                return lookup[text]
+            raise DataError(f"{where}: {text!r} is neither an item name nor an item index") from None
+        named = None if forced else lookup.get(text)
+        if named is not None:
+            if named != item and 0 <= item < n_items:
+                raise DataError(
+                    f"{where}: {text!r} is both the name of item #{named} and the index of item #{item}; "
+                    f"write #{named} or #{item}"
+                )
+            return named
+    if not 0 <= item < n_items:
+        raise DataError(f"{where}: item {item} not found (items are 0..{n_items - 1})")
+    return item
+
+
 @dataclass
 class Catalogue:
     """The items. Global item id = row index.
@@ -170,28 +210,15 @@ class Catalogue:
     def n_items(self) -> int:
         return len(self.item_category)
 
-    def item_indices(self, text: str) -> list[int]:
-        """Comma-separated item names (`item_names`) or indices 0..n_items-1 -> indices; a name wins.
+    def item_indices(self, text: str, where: str = "--items") -> list[int]:
+        """Comma-separated item tokens -> indices, each read by `read_item` (names, indices, '#N').
 
-        Raises DataError naming the first token that is neither, or an index outside the catalogue.
+        Raises DataError naming the first token that is no item, is ambiguous, or is outside the catalogue.
         """
-        lookup = {str(name): i for i, name in enumerate(self.item_names.tolist())}
-        out = []
-        for token in (t.strip() for t in str(text).split(",")):
-            if not token:
-                continue
-            if token in lookup:
-                out.append(lookup[token])
-                continue
-            try:
-                item = int(token)
-            except ValueError:
-                raise DataError(f"--items: {token!r} is neither an item name nor an item index") from None
-            if not 0 <= item < self.n_items:
-                raise DataError(f"item {item} not found (items are 0..{self.n_items - 1})")
-            out.append(item)
+        lookup = item_name_lookup(self)
+        out = [read_item(t, self.n_items, lookup, where) for t in (t.strip() for t in str(text).split(",")) if t]
         if not out:
-            raise DataError("--items: no items given")
+            raise DataError(f"{where}: no items given")
         return out
 
     @property
@@ -260,18 +287,31 @@ class OutfitDataset:
             _check_no_repeated_item(name, split)
 
     def user_index(self, user: str | int) -> int:
-        """The index of a user given by name (`user_names`) or by index 0..n_users-1; a name wins over an index.
+        """The index of a user given by name (`user_names`), by index 0..n_users-1, or as '#N' (always index N).
 
-        Raises DataError naming the user when it is neither.
+        A text that is a user's name AND the index of ANOTHER user is refused as ambiguous (naming both, and
+        how to write each), as `read_item` does for items. Raises DataError naming the user when it is neither.
         """
-        text = str(user)
-        hits = np.flatnonzero(self.user_names == text)
-        if len(hits):
-            return int(hits[0])
-        try:
-            index = int(text)
-        except ValueError:
-            raise DataError(f"user {text!r} is neither a user name nor a user index") from None
+        if isinstance(user, (int, np.integer)) and not isinstance(user, (bool, np.bool_)):
+            index = int(user)
+        else:
+            text = str(user).strip()
+            forced = text.startswith("#")
+            try:
+                index = int(text[1:] if forced else text)
+            except ValueError:
+                index = None
+            hits = np.array([], dtype=np.int64) if forced else np.flatnonzero(self.user_names == text)
+            if len(hits):
+                named = int(hits[0])
+                if index is not None and index != named and 0 <= index < self.n_users:
+                    raise DataError(
+                        f"user {text!r} is both the name of user #{named} and the index of user #{index}; "
+                        f"write #{named} or #{index}"
+                    )
+                return named
+            if index is None:
+                raise DataError(f"user {text!r} is neither a user name nor a user index")
         if not 0 <= index < self.n_users:
             raise DataError(f"user {index} not found (users are 0..{self.n_users - 1})")
         return index

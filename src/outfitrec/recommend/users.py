@@ -40,7 +40,7 @@ import numpy as np
 
 from outfitrec.data.io import atomic_folder, check_output_folder, write_manifest
 from outfitrec.data.negatives import NoRandomMix, random_mix
-from outfitrec.data.outfits import PAD, Catalogue, DataError, Outfits
+from outfitrec.data.outfits import PAD, Catalogue, DataError, Outfits, item_name_lookup, read_item
 
 USERS_FILE = "users.safetensors"
 USERS_JSON = "users.json"
@@ -116,28 +116,7 @@ class FoldedUser:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def item_lookup(catalogue: Catalogue) -> dict[str, int]:
-    """Item name -> index (names win over indices, as in `Catalogue.item_indices`)."""
-    return {str(name): i for i, name in enumerate(catalogue.item_names.tolist())}
-
-
-def read_item(token: int | str, n_items: int, lookup: dict[str, int], where: str) -> int:
-    """One item given by index (int) or by name / index text; DataError naming `where` otherwise."""
-    if isinstance(token, (bool, np.bool_)):
-        raise DataError(f"{where}: {token!r} is neither an item name nor an item index")
-    if isinstance(token, (int, np.integer)):
-        item = int(token)
-    else:
-        text = str(token).strip()
-        if text in lookup:
-            return lookup[text]
-        try:
-            item = int(text)
-        except ValueError:
-            raise DataError(f"{where}: {text!r} is neither an item name nor an item index") from None
-    if not 0 <= item < n_items:
-        raise DataError(f"{where}: item {item} not found (items are 0..{n_items - 1})")
-    return item
+item_lookup = item_name_lookup  # the readers of item tokens live in data/outfits.py (one place)
 
 
 def liked_rows(
