@@ -205,3 +205,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "missing.npz" in err and "\n" not in err
+
+
+def test_a_missing_split_names_the_splits_that_exist(tiny_dataset, tmp_path):
+    """`evaluate` on a dataset without a test split: the message says which split to ask for."""
+    from outfitrec.data.negatives import Candidates, candidates_path, write_candidate_files
+
+    tiny_dataset.save(tmp_path / "dataset.npz")
+    write_candidate_files(tiny_dataset, tmp_path, k=4, seed=0, splits=("valid",))
+    with pytest.raises(DataError, match=r"no such candidates file \(this dataset has candidates for: valid; --split"):
+        Candidates.load(candidates_path(tmp_path, "test"))

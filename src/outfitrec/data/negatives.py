@@ -194,7 +194,9 @@ class Candidates:
     @classmethod
     def load(cls, path: str | Path, n_users: int | None = None, n_items: int | None = None) -> Candidates:
         """Load, checking users and items against the dataset's bounds when given."""
-        arrays, header = read_npz_with_header(path, "candidates", "outfitrec-candidates")
+        here = sorted(q.stem.removeprefix("candidates_") for q in Path(path).parent.glob("candidates_*.npz"))
+        hint = f" (this dataset has candidates for: {', '.join(here)}; --split {here[0]})" if here else ""
+        arrays, header = read_npz_with_header(path, "candidates", "outfitrec-candidates", hint)
         check_fingerprint(path, recorded_fingerprint(header), Path(path).parent / DATASET_FILE)
         parts = {
             p: Outfits(*(arrays[f"{p}.{k}"] for k in ("users", "items", "categories", "mask", "outfit_ids")))
