@@ -292,6 +292,13 @@ def users_table_variants(alpha: float) -> list[Variant]:
         distilled,
         Variant("cl-u", _merge(USERS_TABLE, CL), baseline="student-u", note="users table + contrastive"),
         Variant(
+            "fnd+kd+cl-u",
+            _merge(fnd, {"loss": {"kind": "fnd+kd"}}, CL),
+            uses_teacher=True,
+            baseline="student-u",
+            note="users table, FND + KL + contrastive",
+        ),
+        Variant(
             "student-u+cf", role="hybrid", mix_of=plain, baseline=None, note="users-table student + EASE + PureSVD"
         ),
         Variant(
