@@ -215,3 +215,15 @@ def test_a_missing_split_names_the_splits_that_exist(tiny_dataset, tmp_path):
     write_candidate_files(tiny_dataset, tmp_path, k=4, seed=0, splits=("valid",))
     with pytest.raises(DataError, match=r"no such candidates file \(this dataset has candidates for: valid; --split"):
         Candidates.load(candidates_path(tmp_path, "test"))
+
+
+def test_plain_folder_without_a_name_is_named_after_its_folder(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from outfitrec.data.plain import read_plain
+
+    folder = tmp_path / "my-shop"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "plain-mini", folder)
+    (folder / "meta.json").unlink()
+    assert read_plain(folder).meta["name"] == "my-shop"

@@ -198,6 +198,7 @@ def read_plain(folder: str | Path) -> OutfitDataset:
         image_paths=np.asarray(image_paths, dtype=str) if image_paths else None,
     )
     history = _read_history(folder / "history.csv", user_index, item_index)
+    meta.setdefault("name", folder.resolve().name)  # what `data stats` and the manifests call it
     return OutfitDataset(catalogue, len(users), splits, meta, np.asarray(users, dtype=str), history=history)
 
 
