@@ -55,7 +55,7 @@ from outfitrec.experiments.scales import base_config, dataset_kind, per_user_cap
 from outfitrec.models.checkpoint import read_run_config
 from outfitrec.train.config import ConfigError, RunConfig, config_from_dict
 from outfitrec.train.loop import train
-from outfitrec.train.run import RESUMABLE_CHANGES
+from outfitrec.train.run import fixed_part
 
 HYBRID_TEACHER = "hybrid"  # Variant.teacher: the shared teacher + baselines, weights tuned on validation
 HYBRID_BASELINES = ("ease", "puresvd")
@@ -462,14 +462,9 @@ def train_or_reuse(config: RunConfig, run_dir: str | Path, fresh: bool = False) 
 
 
 def _identity(config: RunConfig) -> dict:
-    """What a resume may not change (`train/run.py` RESUMABLE_CHANGES), without the free-form name."""
-    raw = config.model_dump(mode="json")
+    """What a resume may not change (`train/run.py` fixed_part), without the free-form name."""
+    raw = fixed_part(config)
     raw.pop("name", None)
-    for section, key in RESUMABLE_CHANGES:
-        if key is None:
-            raw.pop(section, None)
-        else:
-            raw[section].pop(key, None)
     return raw
 
 

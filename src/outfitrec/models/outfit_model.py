@@ -325,8 +325,7 @@ class OutfitModel(nn.Module):
         else:
             emb = self.item_encoder(item_ids, exclude_users=exclude_users)
         if self.history_scorer is not None:
-            ids = self.item_encoder.id_vectors(item_ids, exclude_users) if exclude_users is not None else None
-            ids = self.item_encoder.id_vectors(item_ids) if ids is None else ids
+            ids = self.item_encoder.id_vectors(item_ids, exclude_users)
             emb = torch.cat([emb, self.history_scorer.project(ids)], dim=-1)
         return emb
 

@@ -190,7 +190,7 @@ class RunDir:
         if resume and run.config_path.is_file():
             saved = config_from_dict(_read_yaml(run.config_path), str(run.config_path))
             if config is not None and config.model_dump() != saved.model_dump():
-                diff = _diff(_fixed_part(saved), _fixed_part(config))
+                diff = _diff(fixed_part(saved), fixed_part(config))
                 if diff:
                     raise ConfigError(f"{run.config_path}: --resume with a different config ({diff}); drop --config")
                 # only the epoch budget, patience or runtime settings changed: extend / continue the run
@@ -426,7 +426,7 @@ def _read_yaml(path: Path) -> dict:
 RESUMABLE_CHANGES = (("optim", "epochs"), ("optim", "patience"), ("runtime", None))
 
 
-def _fixed_part(config: RunConfig) -> dict:
+def fixed_part(config: RunConfig) -> dict:
     """The config without what a resume may change (epoch budget, patience, runtime): the run's identity.
 
     Every epoch's randomness derives from (seed, epoch), so a run trained for E
