@@ -131,7 +131,16 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 # Model fields added after runs existed: hashed only when set to something other than their default, so
 # the runs trained before them keep their directories (and are reused, not retrained).
-LATER_MODEL_FIELDS = ("blocks", "user_dim", "serving_dtype", "id_table", "id_exclude_self")
+LATER_MODEL_FIELDS = (
+    "blocks",
+    "user_dim",
+    "serving_dtype",
+    "id_table",
+    "id_exclude_self",
+    "outfit_sums",
+    "anchor_pool",
+    "anchor_temperature",
+)
 
 
 def config_hash(config: RunConfig) -> str:

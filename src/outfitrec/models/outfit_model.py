@@ -53,6 +53,24 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         "anchors", description="'anchors': sum of cosines to K anchors per user (LPAE); 'dot': user embedding . z"
     )
     n_anchors: int = pydantic.Field(64, gt=0, description="K anchors per user for scorer='anchors' (LPAE: 64)")
+    anchor_pool: Literal["sum", "lse"] = pydantic.Field(
+        "sum",
+        description="scorer='anchors': 'sum' of the K cosines (LPAE, the paper); 'lse' (ours): "
+        "K * tau * log mean_k exp(cos_k / tau), tau = anchor_temperature, a soft max that keeps a user's "
+        "tastes apart (the sum scores her as their average). 'lse' is served by the model itself: its "
+        "anchors do not collapse to one vector",
+    )
+    anchor_temperature: float = pydantic.Field(0.1, gt=0.0, description="tau of anchor_pool='lse'")
+    outfit_sums: Literal["none", "items", "items+pairs", "routed"] = pydantic.Field(
+        "none",
+        description="ours (issue 15): terms appended to the Set Transformer's outfit embedding z, FHN-style "
+        "(Lu et al. 2019: outfit score = user-item terms + item-item compatibility terms). 'items': "
+        "sum_i e_i / sqrt(n); 'items+pairs': also sum_{i<j} |A e_i - A e_j| / sqrt(n_pairs) (A: learned d x d). "
+        "z stays user-independent (cached and shared across users when serving) and its width becomes "
+        "outfit_dim = dim x (1, 2 or 3). Unnormalised sums let the score grow with how far an outfit goes in a "
+        "user's direction, which the LayerNorm'd z and the anchors' cosine cap; use with scorer 'dot'. "
+        "'none': the paper's LPAE",
+    )
     blocks: int = pydantic.Field(
         2, ge=0, description="SAB blocks of the Set Transformer before its pooling (PMA) block (LPAE: 2; 0: PMA only)"
     )
@@ -139,6 +157,8 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
             raise ValueError("id_init='svd', id_table='users' and user_history need encoder 'id'")
         if self.user_dim is not None and self.scorer != "anchors" and self.user_dim != self.dim:
             raise ValueError(f"user_dim={self.user_dim} needs scorer 'anchors' (the dot scorer's users have width dim)")
+        if self.outfit_sums != "none" and self.user_history != "none":
+            raise ValueError("outfit_sums needs user_history 'none' (both extend the outfit embedding z)")
         if self.user_history != "none" and self.dim < 2:
             raise ValueError("user_history needs dim >= 2 (half of z carries the collaborative channel)")
         return self
@@ -153,6 +173,13 @@ SERVING_PRESETS: dict[str, dict] = {
     "whole": {"dim": 16, "heads": 1, "blocks": 1, "n_anchors": 4, "user_dim": 12, "serving_dtype": "float16"},
     "whole-pma": {"dim": 16, "heads": 2, "blocks": 0, "n_anchors": 4, "user_dim": 12, "serving_dtype": "float16"},
 }
+
+
+def outfit_dim(config: ModelConfig) -> int:
+    """Width of the outfit embedding z the scorer reads: dim, times 2 or 3 with outfit_sums."""
+    if config.outfit_sums == "routed":
+        return config.dim + RoutedSums.width()
+    return config.dim * {"none": 1, "items": 2, "items+pairs": 3}[config.outfit_sums]
 
 
 def collab_dim(config: ModelConfig) -> int:
@@ -200,6 +227,62 @@ def build_item_encoder(
     return enc, config.model_copy(update={"feature_dim": feature_dim})
 
 
+def outfit_sum_terms(item_emb: Tensor, mask: Tensor, pair_project: nn.Module | None) -> list[Tensor]:
+    """FHN-style first- (and second-) order sums of an outfit's item embeddings [B, S, d] -> [B, d] each.
+
+    sum_i e_i / sqrt(n); with pair_project A: sum_{i<j} |A e_i - A e_j| / sqrt(n_pairs). Masked slots add
+    nothing; an outfit of one item has no pair (its pair term is 0).
+    """
+    m = mask.bool().unsqueeze(-1).to(item_emb.dtype)  # [B, S, 1]
+    n = m.sum(-2)  # [B, 1]
+    terms = [(item_emb * m).sum(-2) / n.clamp_min(1.0).sqrt()]
+    if pair_project is not None:
+        a = pair_project(item_emb)  # [B, S, d]
+        diff = (a.unsqueeze(2) - a.unsqueeze(1)).abs()  # [B, S, S, d]
+        both = m.unsqueeze(2) * m.unsqueeze(1)  # [B, S, S, 1]
+        upper = torch.triu(torch.ones(mask.shape[-1], mask.shape[-1], dtype=item_emb.dtype, device=item_emb.device), 1)
+        w = both * upper[None, :, :, None]
+        n_pairs = w.sum(dim=(1, 2))  # [B, 1]
+        terms.append((diff * w).sum(dim=(1, 2)) / n_pairs.clamp_min(1.0).sqrt())
+    return terms
+
+
+class RoutedSums(nn.Module):
+    """Item and pair sums routed by a learned soft group of each item (a category the encoder infers).
+
+    g_i = softmax(G e_i) over C groups; items: sum_i g_i (x) P e_i / sqrt(n) [C * r];
+    pairs: sum_{i<j} sym(g_i (x) g_j) (x) |Q e_i - Q e_j| / sqrt(n_pairs) [C * C * r2], sym(M) = (M + M^T) / 2
+    (so the order of the items does not matter). So a user vector holds
+    a weight per (group, feature) and per (group pair, feature): per-slot preferences and per-slot-pair
+    compatibility (FHN's form) without category ids at scoring time.
+    """
+
+    GROUPS, RANK, PAIR_RANK = 5, 8, 4
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(dim, self.GROUPS)
+        self.item = nn.Linear(dim, self.RANK)
+        self.pair = nn.Linear(dim, self.PAIR_RANK)
+
+    @classmethod
+    def width(cls) -> int:
+        return cls.GROUPS * cls.RANK + cls.GROUPS * cls.GROUPS * cls.PAIR_RANK
+
+    def forward(self, e: Tensor, mask: Tensor) -> Tensor:
+        m = mask.bool().unsqueeze(-1).to(e.dtype)  # [B, S, 1]
+        g = torch.softmax(self.gate(e), dim=-1) * m  # [B, S, C]
+        items = torch.einsum("bsc,bsr->bcr", g, self.item(e)).flatten(1) / m.sum(-2).clamp_min(1.0).sqrt()
+        q = self.pair(e)
+        diff = (q.unsqueeze(2) - q.unsqueeze(1)).abs()  # [B, S, S, r2]
+        upper = torch.triu(torch.ones(e.shape[1], e.shape[1], dtype=e.dtype, device=e.device), 1)
+        gg = torch.einsum("bic,bjd->bijcd", g, g)
+        gg = (gg + gg.transpose(-1, -2)) * upper[None, :, :, None, None] / 2  # symmetric: order-free
+        n_pairs = (m.squeeze(-1).unsqueeze(2) * m.squeeze(-1).unsqueeze(1) * upper).sum(dim=(1, 2))[:, None]
+        pairs = torch.einsum("bijcd,bijr->bcdr", gg, diff).flatten(1) / n_pairs.clamp_min(1.0).sqrt()
+        return torch.cat([items, pairs], dim=-1)
+
+
 class OutfitModel(nn.Module):
     """Scores (user, outfit) pairs; see the module docstring and docs/DESIGN.md's model contract."""
 
@@ -210,12 +293,20 @@ class OutfitModel(nn.Module):
         self.item_encoder, self.config = build_item_encoder(config, n_items, n_categories, n_users)
         self.n_users, self.n_items, self.n_categories = n_users, n_items, n_categories
         self.outfit_encoder = SetTransformer(config.dim, config.heads, config.dropout, config.blocks)
+        self.outfit_dim = outfit_dim(config)
+        self.pair_project = nn.Linear(config.dim, config.dim) if config.outfit_sums == "items+pairs" else None
+        self.routed = RoutedSums(config.dim) if config.outfit_sums == "routed" else None
         if config.scorer == "anchors":
             self.scorer: AnchorScorer | DotScorer = AnchorScorer(
-                n_users, config.dim, config.n_anchors, config.user_dim or config.dim
+                n_users,
+                self.outfit_dim,
+                config.n_anchors,
+                config.user_dim or self.outfit_dim,
+                config.anchor_pool,
+                config.anchor_temperature,
             )
         else:
-            self.scorer = DotScorer(n_users, config.dim)
+            self.scorer = DotScorer(n_users, self.outfit_dim)
         self.history_scorer: HistoryScorer | None = None
         if config.user_history != "none":
             width = ID_WIDTHS[config.size]
@@ -338,8 +429,14 @@ class OutfitModel(nn.Module):
         """Item embeddings [B, S, d] + mask [B, S] -> outfit embeddings z [B, d].
 
         user_history: z's last c entries are the mean of the real items' channels (padded slots ignored).
+        outfit_sums: z = [Set Transformer z, sum_i e_i / sqrt(n)(, sum_{i<j} |A e_i - A e_j| / sqrt(n_pairs))],
+        padded slots ignored; [B, outfit_dim].
         """
         z = self.outfit_encoder(item_emb, mask)
+        if self.routed is not None:
+            z = torch.cat([z, self.routed(item_emb, mask)], dim=-1)
+        elif self.config.outfit_sums != "none":
+            z = torch.cat([z, *outfit_sum_terms(item_emb, mask, self.pair_project)], dim=-1)
         if self.history_scorer is not None:
             c = self.history_scorer.dim
             m = mask.bool().unsqueeze(-1).to(item_emb.dtype)

@@ -4,8 +4,11 @@ AnchorScorer (LPAE): each user owns K anchor vectors; the score is the sum of
 the cosine similarities between W z and the anchors, so a user with several
 tastes can like outfits near any of its anchors. The log-det regulariser keeps
 a user's anchors spread out (tr G - log det G is minimal when the anchors are
-orthonormal). DotScorer: one embedding per user, score = <e_u, z>: the plain
-baseline.
+orthonormal). The paper's sum acts as ONE vector (the sum of the unit anchors), so
+a user with several tastes is scored as their average; `pool='lse'` (ours, issue
+15) keeps them apart: K * tau * log mean_k exp(cos_k / tau), which is the sum as
+tau -> inf and K * max_k cos_k as tau -> 0 (same range [-K, K]). DotScorer: one
+embedding per user, score = <e_u, z>: the plain baseline.
 """
 
 from __future__ import annotations
@@ -23,14 +26,29 @@ class AnchorScorer(nn.Module):
     z [B, dim]; W: dim -> user_dim (default dim); anchors [n_users, K, user_dim].
     """
 
-    def __init__(self, n_users: int, dim: int, n_anchors: int = 64, user_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        n_users: int,
+        dim: int,
+        n_anchors: int = 64,
+        user_dim: int | None = None,
+        pool: str = "sum",
+        pool_temperature: float = 0.1,
+    ) -> None:
         super().__init__()
+        if pool not in ("sum", "lse"):
+            raise ValueError(f"anchor pool must be 'sum' or 'lse', got {pool!r}")
         user_dim = user_dim or dim
         self.anchors = nn.Parameter(torch.randn(n_users, n_anchors, user_dim) / user_dim**0.5)
         self.project = nn.Linear(dim, user_dim)
+        self.pool, self.pool_temperature = pool, float(pool_temperature)
 
     def forward(self, users: Tensor, z: Tensor) -> Tensor:
         wz = F.normalize(self.project(z), dim=-1)  # [B, d]
+        if self.pool == "lse":
+            cos = (wz.unsqueeze(1) * F.normalize(self.anchors[users], dim=-1)).sum(-1)  # [B, K]
+            k, tau = cos.shape[-1], self.pool_temperature
+            return k * tau * (torch.logsumexp(cos / tau, dim=-1) - torch.log(torch.tensor(float(k))))
         # sum_k cos(wz, a_k) = <wz, sum_k a_k / |a_k|>: sum each distinct user's unit anchors once
         # (a batch of 1 + K candidates repeats every user), then one dot product per outfit.
         if torch.onnx.is_in_onnx_export():  # plain gather: no Unique op in the exported graph

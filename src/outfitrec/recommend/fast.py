@@ -83,6 +83,8 @@ class CollapsedScorer:
         self.model = model.eval()
         with torch.inference_mode():
             scorer = model.scorer
+            if isinstance(scorer, AnchorScorer) and scorer.pool != "sum":
+                raise DataError(f"collapse: anchors pooled by {scorer.pool!r} do not collapse to one vector")
             if isinstance(scorer, AnchorScorer):
                 self.kind = "anchors"
                 self.w = scorer.project.weight.detach().float().numpy().T.copy()  # [d, d]: phi_a = norm(z W + b)
@@ -161,7 +163,7 @@ class CollapsedScorer:
         if n_users == 0:
             return 0.0
         rng = np.random.default_rng(seed)
-        d = self.model.config.dim
+        d = self.model.outfit_dim
         z = rng.normal(size=(n, d)).astype(np.float32)
         users = rng.integers(0, n_users, n)
         with torch.inference_mode():

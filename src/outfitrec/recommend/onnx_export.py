@@ -122,7 +122,7 @@ def export_onnx(model: nn.Module, out_dir: str | Path, checkpoint_sha256: str = 
     emb = torch.randn(2, 3, dim, generator=torch.Generator().manual_seed(0))
     mask = torch.tensor([[True, True, False], [True, True, True]])
     users = torch.zeros(2, dtype=torch.long)
-    z = torch.randn(2, dim, generator=torch.Generator().manual_seed(1))
+    z = torch.randn(2, model.outfit_dim, generator=torch.Generator().manual_seed(1))
     batch_seq = {0: "batch", 1: "slots"}
     paths = {name: out_dir / f"{name}.onnx" for name in GRAPHS}
     with torch.no_grad():
