@@ -8,6 +8,11 @@ Two measurements, each on the fixed user sample of the true-utility metric (reco
       oracle's is ranking wrongly at the top, not searching badly), and the Spearman correlation of its
       scores with the true utility over 3,000 random outfits per user (all of them, and their best 10 %).
 
+  python benchmarks/top_of_ranking.py ensemble RUN RUN [...] [--kappa K]
+      the runs' scores averaged (each divided by its std over the sampled users' training positives), minus
+      kappa x their std across runs (kappa 0: plain average; > 0: a conservative, lower-bound score), searched
+      and judged as one model: how much of the weakness at the top is one model's variance.
+
   python benchmarks/top_of_ranking.py ceiling [--probe RUN] [--negatives K] [--mix] [--lam L]
       a learnability ceiling: each user's utility fitted as a conditional logit on the truth's own outfit
       features (per-slot item attributes, class, template, per-slot-pair |differences|: U is exactly linear
@@ -85,6 +90,68 @@ def diagnose(args, ds, truth, users, ref) -> list[dict]:
             flush=True,
         )
     return rows
+
+
+class EnsembleScorer:
+    """`OutfitScorer` over several recommenders' scorers: embeddings side by side, scores standardised, mean."""
+
+    def __init__(self, scorers: list, scales: list[float], kappa: float = 0.0) -> None:
+        self.scorers, self.scales, self.kappa = scorers, scales, kappa
+        self.item_dims: list[int] = []
+        self.z_dims: list[int] = []
+
+    def encode_items(self, item_ids: np.ndarray) -> np.ndarray:
+        parts = [np.asarray(s.encode_items(item_ids), np.float32) for s in self.scorers]
+        self.item_dims = [p.shape[1] for p in parts]
+        return np.concatenate(parts, 1)
+
+    def encode_outfits(self, item_emb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out, at = [], 0
+        for s, d in zip(self.scorers, self.item_dims):
+            out.append(np.asarray(s.encode_outfits(item_emb[..., at : at + d], mask), np.float32))
+            at += d
+        self.z_dims = [o.shape[1] for o in out]
+        return np.concatenate(out, 1)
+
+    def score_embeddings(self, users: np.ndarray, z: np.ndarray) -> np.ndarray:
+        cols, at = [], 0
+        for s, d, k in zip(self.scorers, self.z_dims, self.scales):
+            cols.append(np.asarray(s.score_embeddings(users, z[:, at : at + d]), np.float64) / k)
+            at += d
+        c = np.stack(cols, 1)
+        return (c.mean(1) - self.kappa * c.std(1)).astype(np.float32)
+
+
+def ensemble(args, ds, truth, users, ref) -> dict:
+    from outfitrec.recommend.engine import Recommender
+    from outfitrec.recommend.search import SearchIndex
+
+    recs = [Recommender.from_run(r, cache=False) for r in args.runs]
+    train = ds.split("train")
+    scales = []
+    for r in recs:
+        scores = []
+        for u in users:
+            rows = np.flatnonzero(train.users == u)[:20]
+            scores.append(r.score(int(u), [tuple(int(x) for x in train.items[i][train.mask[i]]) for i in rows]))
+        scales.append(float(np.concatenate(scores).std()))
+    scorer = EnsembleScorer([r.scorer for r in recs], scales, args.kappa)
+    emb = scorer.encode_items(np.arange(ds.catalogue.n_items))
+    scorer.encode_outfits(emb[:1, None], np.ones((1, 1), dtype=bool))  # sets the z widths
+    rec = Recommender(ds, scorer, SearchIndex.build(scorer, emb, ds.catalogue.item_category), {"model": "ensemble"})
+    shares = []
+    for j, u in enumerate(users):
+        mine = tu.top_k(rec, int(u), 10, tu.SERVED)
+        util = tu.outfit_utilities(truth, int(u), mine)
+        shares.append(tu.share_and_recall(mine, util, ref.tops[j], ref.utilities[j], ref.means[j], 10)["share"])
+    row = {
+        "runs": args.runs,
+        "kappa": args.kappa,
+        "true_share": float(np.mean(shares)),
+        "true_share_se": float(np.std(shares) / np.sqrt(len(shares))),
+    }
+    print(json.dumps(row), flush=True)
+    return row
 
 
 def outfit_features(truth, items: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -202,7 +269,7 @@ def ceiling(args, ds, truth, users, ref) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["diagnose", "ceiling"])
+    parser.add_argument("what", choices=["diagnose", "ensemble", "ceiling"])
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--data", default="datasets/fmnist-default")
     parser.add_argument("--users", type=int, default=tu.DEFAULT_USERS)
@@ -210,6 +277,7 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=10)
     parser.add_argument("--mix", action="store_true")
     parser.add_argument("--lam", type=float, default=1e-2)
+    parser.add_argument("--kappa", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     ds = load_dataset(args.data)[0]
@@ -218,6 +286,8 @@ def main() -> None:
     ref = tu.cached_oracle_tops(args.data, ds, truth, users)
     if args.what == "diagnose":
         diagnose(args, ds, truth, users, ref)
+    elif args.what == "ensemble":
+        ensemble(args, ds, truth, users, ref)
     else:
         ceiling(args, ds, truth, users, ref)
 
