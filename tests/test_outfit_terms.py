@@ -116,6 +116,22 @@ def test_sums_collapse_to_one_vector_per_user(tiny_dataset, sums):
     assert np.allclose(collapsed.score_embeddings(users.numpy(), z), ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("sums", SUMS)
+def test_sums_alone_without_the_set_transformer(tiny_dataset, sums):
+    model = make_model(tiny_dataset, outfit_sums=sums, outfit_set=False)
+    assert (
+        model.outfit_dim
+        == outfit_dim(model.config)
+        == outfit_dim(model.config.model_copy(update={"outfit_set": True})) - 32
+    )
+    users, items, mask = batch(tiny_dataset)
+    perm = torch.tensor([2, 0, 1])
+    assert torch.allclose(model(users, items[:, perm], mask[:, perm]), model(users, items, mask), atol=1e-5)
+    assert CollapsedScorer(model).user_matrix.shape[1] == model.outfit_dim
+    with pytest.raises(ValueError, match="outfit_set"):
+        ModelConfig(outfit_set=False)
+
+
 def test_sums_need_no_user_history():
     with pytest.raises(ValueError, match="outfit_sums"):
         ModelConfig(encoder="id", outfit_sums="items", user_history="mean")

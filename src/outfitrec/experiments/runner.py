@@ -140,6 +140,7 @@ LATER_MODEL_FIELDS = (
     "outfit_sums",
     "anchor_pool",
     "anchor_temperature",
+    "outfit_set",
 )
 
 

@@ -146,6 +146,12 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         1024, gt=0, description="user_history: at most this many distinct items kept per user (seeded subset)"
     )
 
+    outfit_set: bool = pydantic.Field(
+        True,
+        description="with outfit_sums: keep the Set Transformer's z in the outfit embedding (True) or score the "
+        "sums alone (False: a user-outfit form close to FHN's, fewer user parameters)",
+    )
+
     @pydantic.model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
         if self.dim % self.heads:
@@ -157,6 +163,8 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
             raise ValueError("id_init='svd', id_table='users' and user_history need encoder 'id'")
         if self.user_dim is not None and self.scorer != "anchors" and self.user_dim != self.dim:
             raise ValueError(f"user_dim={self.user_dim} needs scorer 'anchors' (the dot scorer's users have width dim)")
+        if not self.outfit_set and self.outfit_sums == "none":
+            raise ValueError("outfit_set=false needs outfit_sums (the outfit embedding would be empty)")
         if self.outfit_sums != "none" and self.user_history != "none":
             raise ValueError("outfit_sums needs user_history 'none' (both extend the outfit embedding z)")
         if self.user_history != "none" and self.dim < 2:
@@ -176,10 +184,10 @@ SERVING_PRESETS: dict[str, dict] = {
 
 
 def outfit_dim(config: ModelConfig) -> int:
-    """Width of the outfit embedding z the scorer reads: dim, times 2 or 3 with outfit_sums."""
-    if config.outfit_sums == "routed":
-        return config.dim + RoutedSums.width()
-    return config.dim * {"none": 1, "items": 2, "items+pairs": 3}[config.outfit_sums]
+    """Width of the outfit embedding z the scorer reads: dim (the Set Transformer's) + that of outfit_sums."""
+    sums = {"none": 0, "items": config.dim, "items+pairs": 2 * config.dim}.get(config.outfit_sums)
+    sums = RoutedSums.width() if sums is None else sums
+    return (config.dim if config.outfit_set else 0) + sums
 
 
 def collab_dim(config: ModelConfig) -> int:
@@ -432,7 +440,7 @@ class OutfitModel(nn.Module):
         outfit_sums: z = [Set Transformer z, sum_i e_i / sqrt(n)(, sum_{i<j} |A e_i - A e_j| / sqrt(n_pairs))],
         padded slots ignored; [B, outfit_dim].
         """
-        z = self.outfit_encoder(item_emb, mask)
+        z = self.outfit_encoder(item_emb, mask) if self.config.outfit_set else item_emb.new_zeros(len(item_emb), 0)
         if self.routed is not None:
             z = torch.cat([z, self.routed(item_emb, mask)], dim=-1)
         elif self.config.outfit_sums != "none":
