@@ -162,3 +162,26 @@ def test_lse_anchors_are_served_by_the_model_itself(tiny_dataset):
         CollapsedScorer(model)
     users, items, mask = batch(tiny_dataset)
     assert torch.isfinite(model(users, items, mask)).all()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"scorer": "dot", "outfit_sums": "items+pairs"},
+        {"scorer": "anchors", "outfit_sums": "routed", "outfit_set": False},
+        {"scorer": "anchors", "outfit_sums": "items", "outfit_set": False},
+        {"scorer": "anchors", "anchor_pool": "lse"},
+    ],
+)
+def test_onnx_export_matches_torch(tiny_dataset, tmp_path, overrides):
+    from outfitrec.recommend.onnx_export import export_onnx, parity_report
+
+    model = make_model(tiny_dataset, **overrides)
+    export_onnx(model, tmp_path)
+    for graph, err in parity_report(model, tmp_path, tiny_dataset, n_outfits=64).items():
+        assert err < 1e-4, (graph, err)
+
+
+def test_lse_needs_the_anchors_scorer():
+    with pytest.raises(ValueError, match="anchor_pool"):
+        ModelConfig(scorer="dot", anchor_pool="lse")

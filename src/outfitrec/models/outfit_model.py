@@ -66,9 +66,10 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         description="ours (issue 15): terms appended to the Set Transformer's outfit embedding z, FHN-style "
         "(Lu et al. 2019: outfit score = user-item terms + item-item compatibility terms). 'items': "
         "sum_i e_i / sqrt(n); 'items+pairs': also sum_{i<j} |A e_i - A e_j| / sqrt(n_pairs) (A: learned d x d). "
-        "z stays user-independent (cached and shared across users when serving) and its width becomes "
-        "outfit_dim = dim x (1, 2 or 3). Unnormalised sums let the score grow with how far an outfit goes in a "
-        "user's direction, which the LayerNorm'd z and the anchors' cosine cap; use with scorer 'dot'. "
+        "'routed': both split by a learned soft group of each item (models/outfit_model.py RoutedSums). "
+        "z stays user-independent (cached and shared across users when serving); its width outfit_dim is dim "
+        "plus that of the sums (dim, 2 dim, or RoutedSums.width()). Unnormalised sums let the score grow with "
+        "how far an outfit goes in a user's direction, which the LayerNorm'd z and the anchors' cosine cap; use with scorer 'dot'. "
         "'none': the paper's LPAE",
     )
     blocks: int = pydantic.Field(
@@ -163,6 +164,8 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
             raise ValueError("id_init='svd', id_table='users' and user_history need encoder 'id'")
         if self.user_dim is not None and self.scorer != "anchors" and self.user_dim != self.dim:
             raise ValueError(f"user_dim={self.user_dim} needs scorer 'anchors' (the dot scorer's users have width dim)")
+        if self.anchor_pool != "sum" and self.scorer != "anchors":
+            raise ValueError(f"anchor_pool={self.anchor_pool!r} needs scorer 'anchors' (the dot scorer has no anchors)")
         if not self.outfit_set and self.outfit_sums == "none":
             raise ValueError("outfit_set=false needs outfit_sums (the outfit embedding would be empty)")
         if self.outfit_sums != "none" and self.user_history != "none":
@@ -440,11 +443,12 @@ class OutfitModel(nn.Module):
         outfit_sums: z = [Set Transformer z, sum_i e_i / sqrt(n)(, sum_{i<j} |A e_i - A e_j| / sqrt(n_pairs))],
         padded slots ignored; [B, outfit_dim].
         """
-        z = self.outfit_encoder(item_emb, mask) if self.config.outfit_set else item_emb.new_zeros(len(item_emb), 0)
+        parts = [self.outfit_encoder(item_emb, mask)] if self.config.outfit_set else []
         if self.routed is not None:
-            z = torch.cat([z, self.routed(item_emb, mask)], dim=-1)
+            parts.append(self.routed(item_emb, mask))
         elif self.config.outfit_sums != "none":
-            z = torch.cat([z, *outfit_sum_terms(item_emb, mask, self.pair_project)], dim=-1)
+            parts.extend(outfit_sum_terms(item_emb, mask, self.pair_project))
+        z = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         if self.history_scorer is not None:
             c = self.history_scorer.dim
             m = mask.bool().unsqueeze(-1).to(item_emb.dtype)
