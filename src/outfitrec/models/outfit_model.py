@@ -69,7 +69,8 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         "'routed': both split by a learned soft group of each item (models/outfit_model.py RoutedSums). "
         "z stays user-independent (cached and shared across users when serving); its width outfit_dim is dim "
         "plus that of the sums (dim, 2 dim, or RoutedSums.width()). Unnormalised sums let the score grow with "
-        "how far an outfit goes in a user's direction, which the LayerNorm'd z and the anchors' cosine cap; use with scorer 'dot'. "
+        "how far an outfit goes in a user's direction, which the LayerNorm'd z and the anchors' cosine cap; "
+        "use with scorer 'dot'. "
         "'none': the paper's LPAE",
     )
     blocks: int = pydantic.Field(
