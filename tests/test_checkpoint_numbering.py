@@ -100,6 +100,7 @@ def test_distillation_refuses_a_teacher_of_other_data(base):
     config = tiny_config(renumbered, model=ID_MODEL, optim={"epochs": 1}, loss={"kind": "fnd", "teacher": str(run)})
     with pytest.raises(DataError, match=r"^teacher: user names differ from the dataset's \(user 0 is user0 there"):
         train(config, root / "student")
+    assert not (root / "student").exists()  # refused: no half-made run folder is left for later runs
     more = _folder(make_synthetic(n_users=14, items_per_category=20, outfits_per_user=8, seed=1), root / "more-t")
     config = tiny_config(more, model=ID_MODEL, optim={"epochs": 1}, loss={"kind": "fnd", "teacher": str(run)})
     with pytest.raises(DataError, match="^teacher: the teacher knows 12 users, the dataset has 14"):

@@ -47,12 +47,17 @@ def trained(tmp_path_factory, tiny_data_dir):
 
 
 def test_non_finite_loss_is_one_line_and_the_run_dir_stays_usable(monkeypatch, capsys, config_file, tmp_path):
-    """Field case 03: lr=1e30 diverges at once; the second try in the same --run-dir trains."""
+    """Field case 03: lr=1e30 diverges at once; nothing is left behind; the second try in the same --run-dir
+    trains. A folder that existed before the refused run keeps only what a fresh run clears."""
     run = tmp_path / "run"
     code, _, err = run_cli(monkeypatch, capsys, "train", "-c", config_file, "--set", "optim.lr=1e30", "--run-dir", run)
     assert_one_line(code, err, "loss is nan; lower optim.lr")
     assert err.startswith("error: epoch 1, step ")
-    assert (run / "config.yaml").is_file() and not (run / "model").exists()
+    assert not run.exists()  # the refused run's folder, made by that call, is removed
+    run.mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", config_file, "--set", "optim.lr=1e30", "--run-dir", run)
+    assert_one_line(code, err, "loss is nan; lower optim.lr")
+    assert run.is_dir() and (run / "config.yaml").is_file() and not (run / "model").exists()
     code, out, err = run_cli(monkeypatch, capsys, "train", "-c", config_file, "--run-dir", run)
     assert code == 0, err
     assert "model (test)" in out and (run / "model" / "model.json").is_file()

@@ -26,6 +26,7 @@ so `train(..., resume=True)` after a kill replays the remaining epochs exactly.
 from __future__ import annotations
 
 import inspect
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -621,5 +622,13 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False) -> dict:
     alone writes the run directory.
     """
     ctx = DistContext.from_env()  # rank / world size from torchrun's environment (else rank 0 of 1)
+    created = not Path(run_dir).exists()
     run, config = ctx.on_main(RunDir.open, run_dir, config, resume)  # rank 0 creates or reopens the run directory
-    return Trainer(config, run, ctx).fit(resume=resume)
+    try:
+        return Trainer(config, run, ctx).fit(resume=resume)
+    except (DataError, ValueError, FloatingPointError):
+        # refused before its first checkpoint (a teacher of other data, a bad setting, a non-finite loss): a
+        # folder this call created is removed, so nothing half-made is left for later runs to find
+        if created and ctx.is_main and not run.trained_anything():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
