@@ -38,6 +38,11 @@ from outfitrec.data.prepare import load_dataset
 from outfitrec.recommend import true_utility as tu
 
 
+def user_shares(rec, truth, ref) -> np.ndarray:
+    """Per-user true shares of a recommender's top-10 (served search), from `true_utility_report`."""
+    return np.array([p["share"] for p in tu.true_utility_report(rec, truth, ref)["per_user"]])
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
@@ -52,12 +57,11 @@ def diagnose(args, ds, truth, users, ref) -> list[dict]:
     rows = []
     for run in args.runs:
         rec = Recommender.from_run(run)
+        report = tu.true_utility_report(rec, truth, ref)["per_user"]
         per = []
         for j, u in enumerate(users):
             mine = tu.top_k(rec, int(u), 10, tu.SERVED)
-            share = tu.share_and_recall(
-                mine, tu.outfit_utilities(truth, int(u), mine), ref.tops[j], ref.utilities[j], ref.means[j], 10
-            )["share"]
+            share = report[j]["share"]
             items, mask = random_outfits(3000, pools, proposal, np.random.default_rng(j))
             outs = [tuple(int(x) for x in r[m]) for r, m in zip(items, mask)]
             model, true = rec.score(int(u), outs), tu.outfit_utilities(truth, int(u), outs)
@@ -139,11 +143,7 @@ def ensemble(args, ds, truth, users, ref) -> dict:
     emb = scorer.encode_items(np.arange(ds.catalogue.n_items))
     scorer.encode_outfits(emb[:1, None], np.ones((1, 1), dtype=bool))  # sets the z widths
     rec = Recommender(ds, scorer, SearchIndex.build(scorer, emb, ds.catalogue.item_category), {"model": "ensemble"})
-    shares = []
-    for j, u in enumerate(users):
-        mine = tu.top_k(rec, int(u), 10, tu.SERVED)
-        util = tu.outfit_utilities(truth, int(u), mine)
-        shares.append(tu.share_and_recall(mine, util, ref.tops[j], ref.utilities[j], ref.means[j], 10)["share"])
+    shares = user_shares(rec, truth, ref)
     row = {
         "runs": args.runs,
         "kappa": args.kappa,
@@ -249,11 +249,7 @@ def ceiling(args, ds, truth, users, ref) -> dict:
     theta = (shared + own).detach().numpy().astype(np.float64)
     fitted = with_theta(features_truth, theta)
     rec = tu.oracle_recommender(ds, fitted)
-    shares = []
-    for j, u in enumerate(users):
-        mine = tu.top_k(rec, int(u), 10, tu.SERVED)
-        util = tu.outfit_utilities(truth, int(u), mine)
-        shares.append(tu.share_and_recall(mine, util, ref.tops[j], ref.utilities[j], ref.means[j], 10)["share"])
+    shares = user_shares(rec, truth, ref)
     row = {
         "features": f"probe of {args.probe}" if args.probe else "true",
         "negatives": k,

@@ -12,6 +12,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_models_core import batch
+from test_models_core import make_model as core_make_model
 
 from outfitrec.data.outfits import DataError
 from outfitrec.models import ModelConfig, OutfitModel
@@ -23,17 +25,8 @@ SUMS = ["items", "items+pairs", "routed"]
 
 
 def make_model(dataset, **overrides) -> OutfitModel:
-    torch.manual_seed(0)
-    cat = dataset.catalogue
-    config = ModelConfig(**{"size": "student", "dim": 32, "n_anchors": 8, "scorer": "dot", **overrides})
-    model = OutfitModel(config, dataset.n_users, cat.n_items, cat.n_categories)
-    model.bind_catalogue(cat)
-    return model.eval()
-
-
-def batch(dataset, n=6):
-    tr = dataset.split("train")
-    return torch.from_numpy(tr.users[:n]), torch.from_numpy(tr.items[:n]), torch.from_numpy(tr.mask[:n])
+    """test_models_core's tiny model, with the dot scorer unless told otherwise."""
+    return core_make_model(dataset, **{"scorer": "dot", **overrides})
 
 
 def test_sum_terms_by_hand():
