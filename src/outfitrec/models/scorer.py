@@ -13,6 +13,8 @@ embedding per user, score = <e_u, z>: the plain baseline.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -48,7 +50,7 @@ class AnchorScorer(nn.Module):
         if self.pool == "lse":
             cos = (wz.unsqueeze(1) * F.normalize(self.anchors[users], dim=-1)).sum(-1)  # [B, K]
             k, tau = cos.shape[-1], self.pool_temperature
-            return k * tau * (torch.logsumexp(cos / tau, dim=-1) - torch.log(torch.tensor(float(k))))
+            return k * tau * (torch.logsumexp(cos / tau, dim=-1) - math.log(k))
         # sum_k cos(wz, a_k) = <wz, sum_k a_k / |a_k|>: sum each distinct user's unit anchors once
         # (a batch of 1 + K candidates repeats every user), then one dot product per outfit.
         if torch.onnx.is_in_onnx_export():  # plain gather: no Unique op in the exported graph

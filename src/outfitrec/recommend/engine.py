@@ -444,7 +444,10 @@ class Recommender:
 
         if self._fold_in is None:
             if not isinstance(self.searcher, FastSearcher):
-                raise DataError("new users: folding a user in needs the torch backend (a collapsed scorer)")
+                raise DataError(
+                    "new users: folding a user in needs users that collapse to one vector (the torch backend, "
+                    "and not model.anchor_pool 'lse')"
+                )
             train = self.dataset.splits.get("train")
             cat = self.dataset.catalogue
             if train is None or len(train) == 0:
