@@ -149,12 +149,25 @@ def test_lse_pool_by_hand_and_limits():
         AnchorScorer(n_users=2, dim=3, pool="max")
 
 
-def test_lse_anchors_are_served_by_the_model_itself(tiny_dataset):
+def test_lse_anchors_are_served_by_the_model_itself(tiny_dataset, tiny_data_dir, tmp_path):
     model = make_model(tiny_dataset, scorer="anchors", anchor_pool="lse")
     with pytest.raises(DataError, match="do not collapse"):
         CollapsedScorer(model)
     users, items, mask = batch(tiny_dataset)
     assert torch.isfinite(model(users, items, mask)).all()
+
+    # served through the model (TorchScorer); a new user is refused in one line, not folded in wrongly
+    import yaml
+
+    from outfitrec.models.checkpoint import save_model
+    from outfitrec.recommend.engine import Recommender
+
+    save_model(model, tmp_path / "model", {"role": "test"})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"path": str(tiny_data_dir)}}))
+    rec = Recommender.from_run(tmp_path)
+    assert len(rec.recommend(0, k=3)) == 3
+    with pytest.raises(DataError, match="anchor_pool 'lse'"):
+        rec.add_user([list(rec.history(0)[0])])
 
 
 @pytest.mark.parametrize(
