@@ -102,6 +102,7 @@ def test_sums_collapse_to_one_vector_per_user(tiny_dataset, sums):
     model = make_model(tiny_dataset, outfit_sums=sums)
     collapsed = CollapsedScorer(model)  # checks itself against the model
     assert collapsed.user_matrix.shape == (tiny_dataset.n_users, model.outfit_dim)
+    assert model.bytes_per_user()["served"] == collapsed.bytes_per_user == 4 * model.outfit_dim
     users, items, mask = batch(tiny_dataset)
     z = collapsed.encode_outfits(collapsed.encode_items(np.arange(model.n_items))[items.clamp(min=0)], mask)
     with torch.no_grad():

@@ -73,6 +73,11 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         "use with scorer 'dot'. "
         "'none': the paper's LPAE",
     )
+    outfit_set: bool = pydantic.Field(
+        True,
+        description="with outfit_sums: keep the Set Transformer's z in the outfit embedding (True) or score the "
+        "sums alone (False: a user-outfit form close to FHN's, fewer user parameters)",
+    )
     blocks: int = pydantic.Field(
         2, ge=0, description="SAB blocks of the Set Transformer before its pooling (PMA) block (LPAE: 2; 0: PMA only)"
     )
@@ -146,12 +151,6 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
     )
     history_size: int = pydantic.Field(
         1024, gt=0, description="user_history: at most this many distinct items kept per user (seeded subset)"
-    )
-
-    outfit_set: bool = pydantic.Field(
-        True,
-        description="with outfit_sums: keep the Set Transformer's z in the outfit embedding (True) or score the "
-        "sums alone (False: a user-outfit form close to FHN's, fewer user parameters)",
     )
 
     @pydantic.model_validator(mode="after")
@@ -246,17 +245,21 @@ def outfit_sum_terms(item_emb: Tensor, mask: Tensor, pair_project: nn.Module | N
     nothing; an outfit of one item has no pair (its pair term is 0).
     """
     m = mask.bool().unsqueeze(-1).to(item_emb.dtype)  # [B, S, 1]
-    n = m.sum(-2)  # [B, 1]
-    terms = [(item_emb * m).sum(-2) / n.clamp_min(1.0).sqrt()]
+    terms = [(item_emb * m).sum(-2) / m.sum(-2).clamp_min(1.0).sqrt()]
     if pair_project is not None:
         a = pair_project(item_emb)  # [B, S, d]
         diff = (a.unsqueeze(2) - a.unsqueeze(1)).abs()  # [B, S, S, d]
-        both = m.unsqueeze(2) * m.unsqueeze(1)  # [B, S, S, 1]
-        upper = torch.triu(torch.ones(mask.shape[-1], mask.shape[-1], dtype=item_emb.dtype, device=item_emb.device), 1)
-        w = both * upper[None, :, :, None]
-        n_pairs = w.sum(dim=(1, 2))  # [B, 1]
-        terms.append((diff * w).sum(dim=(1, 2)) / n_pairs.clamp_min(1.0).sqrt())
+        w, norm = pair_weights(mask, item_emb.dtype)
+        terms.append((diff * w[..., None]).sum(dim=(1, 2)) / norm)
     return terms
+
+
+def pair_weights(mask: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The pairs i < j of real items: weights [B, S, S] (1 or 0) and sqrt(n_pairs) [B, 1] (at least 1)."""
+    m = mask.bool().to(dtype)
+    upper = torch.triu(torch.ones(m.shape[-1], m.shape[-1], dtype=dtype, device=m.device), 1)
+    w = m.unsqueeze(2) * m.unsqueeze(1) * upper
+    return w, w.sum(dim=(1, 2)).clamp_min(1.0).sqrt()[:, None]
 
 
 class RoutedSums(nn.Module):
@@ -287,11 +290,10 @@ class RoutedSums(nn.Module):
         items = torch.einsum("bsc,bsr->bcr", g, self.item(e)).flatten(1) / m.sum(-2).clamp_min(1.0).sqrt()
         q = self.pair(e)
         diff = (q.unsqueeze(2) - q.unsqueeze(1)).abs()  # [B, S, S, r2]
-        upper = torch.triu(torch.ones(e.shape[1], e.shape[1], dtype=e.dtype, device=e.device), 1)
+        w, norm = pair_weights(mask, e.dtype)
         gg = torch.einsum("bic,bjd->bijcd", g, g)
-        gg = (gg + gg.transpose(-1, -2)) * upper[None, :, :, None, None] / 2  # symmetric: order-free
-        n_pairs = (m.squeeze(-1).unsqueeze(2) * m.squeeze(-1).unsqueeze(1) * upper).sum(dim=(1, 2))[:, None]
-        pairs = torch.einsum("bijcd,bijr->bcdr", gg, diff).flatten(1) / n_pairs.clamp_min(1.0).sqrt()
+        gg = (gg + gg.transpose(-1, -2)) * w[..., None, None] / 2  # symmetric: order-free
+        pairs = torch.einsum("bijcd,bijr->bcdr", gg, diff).flatten(1) / norm
         return torch.cat([items, pairs], dim=-1)
 
 
@@ -521,10 +523,10 @@ class OutfitModel(nn.Module):
     def bytes_per_user(self) -> dict[str, int]:
         """{'stored', 'served'}: bytes per user of the checkpoint's user parameters (float32: the K anchors, or the
         dot scorer's embedding, plus the history buffer of item ids when user_history is on), and of the one vector
-        per user the recommender keeps (`recommend/fast.py` CollapsedScorer: width user_dim, or dim for the dot
-        scorer, + the history channel c, in `serving_dtype`)."""
+        per user the recommender keeps (`recommend/fast.py` CollapsedScorer: width user_dim, or outfit_dim for the
+        dot scorer, + the history channel c, in `serving_dtype`)."""
         cfg = self.config
-        served_width = (cfg.user_dim or cfg.dim) if cfg.scorer == "anchors" else cfg.dim
+        served_width = (cfg.user_dim or self.outfit_dim) if cfg.scorer == "anchors" else self.outfit_dim
         if isinstance(self.scorer, AnchorScorer):
             stored = self.scorer.anchors[0].numel() * self.scorer.anchors.element_size()
         else:
