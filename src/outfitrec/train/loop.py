@@ -46,7 +46,6 @@ from outfitrec.evaluate.baselines import fit_baseline
 from outfitrec.evaluate.hybrid import is_hybrid, load_hybrid
 from outfitrec.evaluate.protocol import evaluate_model, evaluate_split
 from outfitrec.models.checkpoint import load_run
-from outfitrec.models.outfit_model import outfit_dim
 from outfitrec.models.scoring import CachedScorer, outfit_embeddings_of
 from outfitrec.train.batches import Batch, EpochSampler, torch_seed
 from outfitrec.train.config import RunConfig
@@ -346,7 +345,7 @@ class Trainer:
         self.dataset, self.data_dir, self.train_split = load_training_data(config)
         self.model = build_model(config, self.dataset, self.device)
         cl = config.contrastive
-        self.head = ProjectionHead(outfit_dim(config.model), cl.projection_dim).to(self.device) if cl.enabled else None
+        self.head = ProjectionHead(self.model.outfit_dim, cl.projection_dim).to(self.device) if cl.enabled else None
         self.teacher = (
             load_teacher(config.loss.teacher, self.dataset, self.train_split, config, self.device)
             if config.loss.teacher
