@@ -30,8 +30,8 @@ import torch
 
 from outfitrec.data.outfits import Catalogue
 from outfitrec.models.scoring import TorchScorer
+from outfitrec.models.search import Searcher, SearchIndex, SearchStats
 from outfitrec.recommend.engine import Recommender, _encode_catalogue
-from outfitrec.recommend.search import Searcher, SearchIndex, SearchStats
 
 ROOT = Path(__file__).resolve().parents[1]
 

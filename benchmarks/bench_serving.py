@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from outfitrec.models.search import Searcher, SearchIndex, SearchParams, SearchStats
 from outfitrec.recommend.engine import Recommender, TorchScorer
 from outfitrec.recommend.fast import FastSearcher, OutfitPool
-from outfitrec.recommend.search import Searcher, SearchIndex, SearchParams, SearchStats
 
 OLD = SearchParams(beam_width=32, shortlist=40, refine_pool=64, refine_top=10, refine_rounds=10)
 SETTINGS = {
@@ -182,7 +182,7 @@ def part_exact(rec: Recommender, per_slot: int, max_slots: int, default: SearchP
     tmpl = np.concatenate(all_tmpl)
     feats, _ = fast.cache.features(rows)
     print(f"{len(rows):,} outfits enumerated and encoded in {time.perf_counter() - t:.0f} s (load {load_avg()})")
-    from outfitrec.recommend.search import select
+    from outfitrec.models.search import select
 
     users = np.arange(rec.dataset.n_users)
     held = users[rng.permutation(len(users))[: len(users) // 5]]

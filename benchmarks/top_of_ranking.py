@@ -127,8 +127,8 @@ class EnsembleScorer:
 
 
 def ensemble(args, ds, truth, users, ref) -> dict:
+    from outfitrec.models.search import SearchIndex
     from outfitrec.recommend.engine import Recommender
-    from outfitrec.recommend.search import SearchIndex
 
     recs = [Recommender.from_run(r, cache=False) for r in args.runs]
     train = ds.split("train")

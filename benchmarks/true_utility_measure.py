@@ -38,7 +38,7 @@ for name in names:
         rec = Recommender.from_run(name)
     load = time.perf_counter() - t
     row = {"load_s": load}
-    from outfitrec.recommend.search import SearchParams
+    from outfitrec.models.search import SearchParams
 
     for label, params in (
         ("old32", SearchParams(beam_width=32, shortlist=40)),

@@ -9,9 +9,9 @@ from test_recommend_engine import make_tiny_model
 
 from outfitrec.models.outfit_model import ModelConfig, OutfitModel
 from outfitrec.models.scoring import TorchScorer
+from outfitrec.models.search import Searcher, SearchIndex, SearchStats
 from outfitrec.models.set_transformer import MultiHeadAttention, SetTransformer
 from outfitrec.recommend.fast import CollapsedScorer, FastSearcher, OutfitPool
-from outfitrec.recommend.search import Searcher, SearchIndex, SearchStats
 
 TEMPLATE = [0, 1, 2]
 

@@ -12,7 +12,7 @@ from conftest import make_tiny_model
 from outfitrec.cli import app
 from outfitrec.data.outfits import PAD, DataError, Outfits
 from outfitrec.models.scoring import TorchScorer
-from outfitrec.recommend.search import (
+from outfitrec.models.search import (
     Searcher,
     SearchIndex,
     SearchParams,

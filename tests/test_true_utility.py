@@ -11,8 +11,8 @@ import pytest
 from outfitrec.data.fmnist import generate, write_fmnist
 from outfitrec.data.oracle import load_truth
 from outfitrec.data.outfits import OutfitDataset
+from outfitrec.models.search import Recommendation
 from outfitrec.recommend import true_utility as tu
-from outfitrec.recommend.search import Recommendation
 
 
 def _hand_truth(n_users: int = 1):

@@ -34,7 +34,7 @@ _API = {
     "evaluate_run": ("outfitrec.evaluate.protocol", "evaluate_run"),
     "fit_baseline": ("outfitrec.evaluate.baselines", "fit_baseline"),
     "Recommender": ("outfitrec.recommend.engine", "Recommender"),
-    "SearchParams": ("outfitrec.recommend.search", "SearchParams"),
+    "SearchParams": ("outfitrec.models.search", "SearchParams"),
     "create_app": ("outfitrec.serve.app", "create_app"),
 }
 

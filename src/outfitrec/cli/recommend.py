@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from outfitrec.data.outfits import DataError
-from outfitrec.recommend.search import SearchParams
+from outfitrec.models.search import SearchParams
 
 RUN_HELP = "a training run directory (model/ + config.yaml), or a checkpoint folder when --data is given"
 DATA_HELP = "prepared dataset (folder or dataset.npz) for a bare checkpoint; default: the run's config.yaml data.path"

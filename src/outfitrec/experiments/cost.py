@@ -204,8 +204,8 @@ def _rss_mib(peak: bool = False) -> float:
 
 def _cold_request(rec, user: int) -> tuple[float, int]:
     """(seconds, outfits scored) of one top-10 request with an empty outfit-feature cache and no result cache."""
+    from outfitrec.models.search import SearchStats
     from outfitrec.recommend.fast import FastSearcher, FeatureCache
-    from outfitrec.recommend.search import SearchStats
 
     if isinstance(rec.searcher, FastSearcher):
         rec.searcher.cache = FeatureCache(rec.searcher.scorer, rec.index.item_emb)

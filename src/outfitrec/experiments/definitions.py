@@ -32,6 +32,8 @@ def _merge(*parts: dict) -> dict:
 # the converged teacher of the main comparison: early stopping on validation AUC with patience 3 decides
 # when it ends, not the scale's epoch budget (issue 15: the fixed-budget teacher still improved at its last epoch)
 CONVERGED = {"optim": {"epochs": 30, "patience": 3}}
+# distillation where the student is used (loss.own_top, train/own_top.py): of the student's own top outfits
+OWN_TOP = 5
 
 
 def main_variants(scale: str) -> list[Variant]:
@@ -42,7 +44,8 @@ def main_variants(scale: str) -> list[Variant]:
     teachers: "teacher+cl" (the same contrastive term as the best student, CL) and "teacher-es" (run until
     validation AUC stops improving: CONVERGED). "fnd+cl@teacher+cl" and "fnd+cl@teacher-es" distil the best
     student's recipe from each of them; "fnd+cl@t0" is "fnd+cl" with every seed taught by the seed-0 teacher
-    (the spread over student seeds alone: the variance split of the table's spread).
+    (the spread over student seeds alone: the variance split of the table's spread). "kd+top" and
+    "kd+cl+top" add the student's own current top outfits to the candidates the teacher scores (issue 15).
     """
     alpha, pool = DISTILL[scale]["alpha"], DISTILL[scale]["pool"]
     fnd = _fnd(alpha)
@@ -65,6 +68,7 @@ def main_variants(scale: str) -> list[Variant]:
         return Variant(name, overrides, uses_teacher=True, teacher=by, baseline=baseline, note=note)
 
     fnd_cl = _merge(fnd, CL)
+    top = {"loss": {"own_top": OWN_TOP}}
     return [
         teacher,
         teacher_cl,
@@ -82,6 +86,19 @@ def main_variants(scale: str) -> list[Variant]:
             f"kd-pool{pool}",
             {"loss": {"kind": "kd", "teacher_pool": pool}},
             f"beyond the paper: KD over 1+{pool} teacher-scored candidates",
+        ),
+        taught(
+            "kd+top",
+            _merge({"loss": {"kind": "kd"}}, top),
+            f"beyond the paper: KD also over {OWN_TOP} of the student's own top outfits",
+            baseline="kd",
+        ),
+        taught("kd+cl", _merge({"loss": {"kind": "kd"}}, CL), "KD + contrastive"),
+        taught(
+            "kd+cl+top",
+            _merge({"loss": {"kind": "kd"}}, CL, top),
+            f"beyond the paper: KD + CL, KD also over {OWN_TOP} of the student's own top outfits",
+            baseline="kd+cl",
         ),
         taught("fnd+cl@teacher+cl", fnd_cl, "FND + CL from teacher+cl", by=teacher_cl, baseline="fnd+cl"),
         taught("fnd+cl@teacher-es", fnd_cl, "FND + CL from teacher-es", by=teacher_es, baseline="fnd+cl"),

@@ -129,7 +129,7 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-# Model fields added after runs existed: hashed only when set to something other than their default, so
+# Model and loss fields added after runs existed: hashed only when set to something other than their default, so
 # the runs trained before them keep their directories (and are reused, not retrained).
 LATER_MODEL_FIELDS = (
     "blocks",
@@ -142,6 +142,7 @@ LATER_MODEL_FIELDS = (
     "anchor_temperature",
     "outfit_set",
 )
+LATER_LOSS_FIELDS = ("own_top", "own_top_search", "own_top_start")
 
 
 def config_hash(config: RunConfig) -> str:
@@ -149,10 +150,11 @@ def config_hash(config: RunConfig) -> str:
     dump = config.model_dump(mode="json")
     dump.pop("name", None)
     dump.pop("runtime", None)
-    model_fields = type(config.model).model_fields
-    for key in LATER_MODEL_FIELDS:
-        if key in model_fields and dump["model"].get(key) == model_fields[key].default:
-            dump["model"].pop(key, None)
+    for section, later in (("model", LATER_MODEL_FIELDS), ("loss", LATER_LOSS_FIELDS)):
+        fields = type(getattr(config, section)).model_fields
+        for key in later:
+            if key in fields and dump[section].get(key) == fields[key].default:
+                dump[section].pop(key, None)
     return hashlib.sha1(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -121,7 +121,7 @@ class CachedScorer:
 
 
 class TorchScorer:
-    """`OutfitScorer` (recommend/search.py) over a PyTorch `OutfitModel`: numpy in and out, eval mode, no autograd."""
+    """`OutfitScorer` (models/search.py) over a PyTorch `OutfitModel`: numpy in and out, eval mode, no autograd."""
 
     def __init__(self, model) -> None:
         self.model = model.eval()

@@ -28,7 +28,7 @@ import numpy as np
 
 from outfitrec.data.io import write_text_atomic
 from outfitrec.data.outfits import DataError
-from outfitrec.recommend.search import SearchParams
+from outfitrec.models.search import SearchParams
 
 HEADER = "user,rank,score,template,items"
 CHUNK = 64

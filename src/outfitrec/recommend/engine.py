@@ -29,9 +29,7 @@ from outfitrec.data.io import hash_file
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, save_npz_atomic
 from outfitrec.models.checkpoint import load_run
 from outfitrec.models.scoring import TorchScorer
-from outfitrec.recommend.fast import CollapsedScorer, FastSearcher, OutfitPool, pool_key
-from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx, item_inputs
-from outfitrec.recommend.search import (
+from outfitrec.models.search import (
     MAX_EXACT_COMBINATIONS,
     OutfitScorer,
     Recommendation,
@@ -41,6 +39,8 @@ from outfitrec.recommend.search import (
     SearchStats,
     templates_from_dataset,
 )
+from outfitrec.recommend.fast import CollapsedScorer, FastSearcher, OutfitPool, pool_key
+from outfitrec.recommend.onnx_export import OnnxScorer, export_onnx, item_inputs
 
 Backend = Literal["torch", "onnx"]
 ENCODE_BATCH = 512

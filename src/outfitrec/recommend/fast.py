@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from outfitrec.data.outfits import PAD, DataError, save_npz_atomic
-from outfitrec.recommend.search import (
+from outfitrec.models.search import (
     Query,
     Recommendation,
     Searcher,

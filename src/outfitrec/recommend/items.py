@@ -1,6 +1,6 @@
 """New catalogue items after training: their embeddings from content, without rebuilding the index.
 
-The search index (`recommend/search.py` SearchIndex) holds one embedding per
+The search index (`models/search.py` SearchIndex) holds one embedding per
 catalogue item and the one-item outfit embedding of each; a new item needs
 only its own two rows. `encode_new_items` computes the item embedding from
 what the model reads:

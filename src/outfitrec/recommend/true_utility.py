@@ -8,7 +8,7 @@ fixed, seeded sample of users (default 20) this module
 1. asks the recommender for its top-k outfits (k = 10) from the whole
    catalogue, with the search `outfitrec recommend` uses (`Recommender.recommend`:
    beam search + refinement, the user's training outfits excluded);
-2. finds the **oracle's top-k**: the same search (`recommend/search.py`,
+2. finds the **oracle's top-k**: the same search (`models/search.py`,
    `Searcher` through a `Recommender`) run on the true utility instead of a
    model (`OracleScorer`: partial outfits scored by the oracle's utility of
    partial outfits), excluding the same training outfits. The true utility is
@@ -68,7 +68,7 @@ import numpy as np
 
 from outfitrec.data.oracle import TRUTH_FILE, load_truth, true_utility, truth_path
 from outfitrec.data.outfits import PAD, DataError, OutfitDataset, write_text_atomic
-from outfitrec.recommend.search import SearchIndex, SearchParams
+from outfitrec.models.search import SearchIndex, SearchParams
 
 DEFAULT_USERS = 20
 DEFAULT_K = 10

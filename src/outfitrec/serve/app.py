@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from outfitrec import __version__
 from outfitrec.data.outfits import DataError
+from outfitrec.models.search import Recommendation, SearchParams
 from outfitrec.recommend.engine import NotFound, Recommender
-from outfitrec.recommend.search import Recommendation, SearchParams
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_K = 50

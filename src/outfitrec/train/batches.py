@@ -9,7 +9,8 @@ CL) see the same negatives: paired comparisons are fair.
 
 Streams: 0 = order + the K negatives of the loss, 1 = the teacher pool's extra
 negatives (so adding a pool never changes the K), 2 = torch (dropout and
-augmentations; see `torch_seed`).
+augmentations; see `torch_seed`), 3 = the draw among the student's own top
+outfits (`own_top`, train/own_top.py).
 
 Cost on a CPU: the model encodes each distinct item of a step once (the loop
 calls `torch.unique` over every item id of the step, candidates and
@@ -37,6 +38,7 @@ from outfitrec.data.outfits import PAD, DataError, Outfits
 STREAM_NEGATIVES = 0
 STREAM_POOL = 1
 STREAM_TORCH = 2
+STREAM_OWN_TOP = 3
 
 
 def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
@@ -53,7 +55,8 @@ def torch_seed(seed: int, epoch: int) -> int:
 @dataclass
 class Batch:
     """One step's examples. Column 0 of each row is the positive, then the K negatives of the loss,
-    then (with a teacher pool) the extra negatives only the distillation term sees.
+    then (with a teacher pool) the extra negatives only the distillation term sees, then (with own_top) the
+    student's own top outfits for the user, also seen by the distillation term only.
 
     users: int64 [B]; items, categories: int64 [B, C, S] (PAD where masked); mask: bool [B, C, S];
     n_rec: 1 + K, the columns of the recommendation loss; index: the positives' rows in the train split.
@@ -93,7 +96,9 @@ class EpochSampler:
     hard negatives (positive outfits of other users); pool_size: if larger
     than k, the total number of negatives per positive the teacher scores
     (extra random mixes); step_pool: bound on the per-step item pool (see
-    the module docstring).
+    the module docstring); own_top: per positive, that many of the user's
+    own-top outfits given to `epoch` (the student's current best, mined by
+    train/own_top.py) as the last columns.
     """
 
     def __init__(
@@ -106,6 +111,7 @@ class EpochSampler:
         hard_share: float = 0.0,
         pool_size: int | None = None,
         step_pool: int | None = None,
+        own_top: int = 0,
     ) -> None:
         if len(train) == 0:
             raise DataError("training: the train split has no positive outfits")
@@ -118,6 +124,7 @@ class EpochSampler:
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.step_pool = step_pool
+        self.own_top = int(own_top)
         self.pools = category_pools(train.items, self.item_category)
         self.forbidden = set(train.item_sets())  # a random mix equal to a known positive is redrawn
 
@@ -127,7 +134,7 @@ class EpochSampler:
 
     @property
     def n_candidates(self) -> int:
-        return 1 + self.k + self.extra
+        return 1 + self.k + self.extra + self.own_top  # own_top: in the epochs that mine them
 
     def _step_pools(self, rng: np.random.Generator) -> dict[int, np.ndarray]:
         if self.step_pool is None:
@@ -138,10 +145,17 @@ class EpochSampler:
             pools[cat] = np.sort(pool[rng.choice(len(pool), size=take, replace=False)])
         return pools
 
-    def epoch(self, epoch: int) -> Iterator[Batch]:
-        """The batches of one epoch, a pure function of (seed, epoch)."""
+    def epoch(self, epoch: int, own_top: np.ndarray | None = None) -> Iterator[Batch]:
+        """The batches of one epoch, a pure function of (seed, epoch, own_top).
+
+        own_top: int64 [n_users, M, S'] (PAD = empty slot), each user's M own-top outfits, or None (no
+        own-top columns this epoch, e.g. before the student is trained enough to search with). A user whose
+        rows are all PAD gets copies of the positive instead (the same outfit twice: no signal for a
+        distillation term over a softmax).
+        """
         rng = epoch_rng(self.seed, epoch, STREAM_NEGATIVES)
         rng_pool = epoch_rng(self.seed, epoch, STREAM_POOL)
+        rng_own = epoch_rng(self.seed, epoch, STREAM_OWN_TOP)
         order = rng.permutation(len(self.train))
         hard = hard_negatives(self.train, self.k_hard, rng) if self.k_hard else None
         s = self.train.max_size
@@ -158,8 +172,27 @@ class EpochSampler:
                 parts.append(_grid(hard.subset(rows), b, self.k_hard, s))
             if self.extra:
                 parts.append(_grid(random_mix(pos, pools, self.extra, rng_pool, self.forbidden), b, self.extra, s))
+            if self.own_top and own_top is not None:
+                parts.append(self._own_top_grid(pos, own_top, rng_own, s))
             items, cats, mask = (np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
             yield Batch(pos.users, items, cats, mask, 1 + self.k, index)
+
+    def _own_top_grid(
+        self, pos: Outfits, own_top: np.ndarray, rng: np.random.Generator, width: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """own_top of each positive's user's mined outfits (uniform draws), as [b, own_top, width] grids."""
+        b, n, m = len(pos), self.own_top, own_top.shape[1]
+        rows = own_top[pos.users[:, None], rng.integers(0, m, (b, n))]  # [b, n, S']
+        if rows.shape[2] > width:
+            raise ValueError(f"own-top outfits have {rows.shape[2]} slots, the training outfits {width}")
+        items = np.full((b, n, width), PAD, dtype=np.int64)
+        items[:, :, : rows.shape[2]] = rows
+        empty = (items == PAD).all(axis=2)  # a user the search found nothing for: the positive again
+        pos_items = pos.padded_to(width).items
+        items[empty] = np.repeat(pos_items[:, None], n, axis=1)[empty]
+        mask = items != PAD
+        cats = np.where(mask, self.item_category[np.where(mask, items, 0)], PAD)
+        return items, cats, mask
 
 
 def _grid(outfits: Outfits, b: int, c: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

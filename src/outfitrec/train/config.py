@@ -101,6 +101,20 @@ class LossConfig(_Section):
         "distillation term (KD / MSE / RD / FND) sees 1 + teacher_pool candidates; L_rec keeps 1 + K. "
         "null: the distillation term uses the same 1 + K candidates.",
     )
+    own_top: int = Field(
+        0,
+        ge=0,
+        description="Distillation where the student is used (issue 15): per positive, this many of the "
+        "student's own current top outfits for the user (searched each epoch over the training items, the "
+        "user's training outfits excluded; train/own_top.py) join the candidates the distillation term sees "
+        "(the teacher scores them; L_rec keeps 1 + K). 0: off (the paper). Needs a distilling loss.kind.",
+    )
+    own_top_search: int = Field(
+        20, ge=1, description="own_top: the top outfits searched per user each epoch (own_top are drawn from them)."
+    )
+    own_top_start: int = Field(
+        1, ge=0, description="own_top: the first epoch (0-based) that mines them (the search needs a trained student)."
+    )
     alpha: float = Field(
         -0.5,
         description="FND strength: offset Delta_j = alpha * (t - r_u) (soft) or alpha * sign (hard); signed. "
@@ -127,6 +141,11 @@ class LossConfig(_Section):
     def _teacher_needed(self) -> LossConfig:
         if self.kind != "softmax" and not self.teacher:
             raise ValueError(f"loss.kind={self.kind!r} needs loss.teacher (a teacher run directory or 'baseline:NAME')")
+        if self.own_top and self.kind == "softmax":
+            raise ValueError(
+                "loss.own_top needs a distilling loss.kind (kd, mse, rd, fnd, fnd+kd): only the distillation term "
+                "sees the student's own top outfits (as negatives of L_rec they are mostly outfits the user likes)"
+            )
         return self
 
 

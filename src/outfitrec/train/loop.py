@@ -8,7 +8,9 @@ What differs between roles is configuration only: `model.size` (the backbone),
    outfits. Every distinct item id of all of them goes through the item
    encoder ONCE (`models/scoring.py`), which is what makes end-to-end CNN training
    affordable on a CPU.
-2. Scores [B, C] from the student (C = 1 + K, or 1 + teacher_pool).
+2. Scores [B, C] from the student (C = 1 + K, or 1 + teacher_pool, plus loss.own_top of
+   the student's own current top outfits for the user, mined at the start of each epoch
+   by the search: train/own_top.py).
 3. With a teacher: its scores of the same candidates (frozen, eval mode, no
    gradient), and the per-user thresholds r_u computed once before training
    from its scores of each user's training positives.
@@ -47,9 +49,11 @@ from outfitrec.evaluate.hybrid import is_hybrid, load_hybrid
 from outfitrec.evaluate.protocol import evaluate_model, evaluate_split
 from outfitrec.models.checkpoint import load_run
 from outfitrec.models.scoring import CachedScorer, outfit_embeddings_of
+from outfitrec.models.search import templates_from_dataset
 from outfitrec.train.batches import Batch, EpochSampler, torch_seed
 from outfitrec.train.config import RunConfig
 from outfitrec.train.distributed import DistContext
+from outfitrec.train.own_top import own_top_outfits, training_exclusions
 from outfitrec.train.run import (
     RunDir,
     flatten_optimizer,
@@ -317,6 +321,7 @@ def build_sampler(config: RunConfig, dataset: OutfitDataset, train: Outfits, tea
         hard_share=config.data.hard_share,
         pool_size=config.loss.teacher_pool if use_pool else None,
         step_pool=config.data.step_pool,
+        own_top=config.loss.own_top if use_pool else 0,
     )
 
 
@@ -357,8 +362,39 @@ class Trainer:
         # this rank's shard of each global batch through `step`, gradients averaged over ranks (+ bf16 autocast)
         self.train_step = self.ctx.data_parallel(self.step, [self.model, self.head])
         self.truth = _load_truth(self.data_dir)
+        self.own_top_exclude = self._own_top_setup() if self.sampler.own_top else None
         self.progress = Progress()  # restored on resume
         self.history: list[dict] = []
+
+    def _own_top_setup(self) -> list[set[frozenset[int]]]:
+        """What mining the student's own top outfits needs once: templates and each user's training outfits."""
+        if getattr(self.model, "excludes_self", False):
+            raise DataError("loss.own_top: not available with model.id_exclude_self (items are encoded per user)")
+        cat = self.dataset.catalogue
+        self.own_top_templates = templates_from_dataset(cat.category_names, self.dataset.meta, self.train_split)
+        return training_exclusions(self.train_split, self.dataset.n_users)
+
+    def mine_own_top(self, epoch: int) -> np.ndarray | None:
+        """Each user's loss.own_top_search best outfits under the current student (None before own_top_start)."""
+        lc = self.config.loss
+        if self.own_top_exclude is None or epoch < lc.own_top_start:
+            return None
+        start = time.perf_counter()
+        rows = own_top_outfits(
+            self.model,
+            self.dataset.catalogue.item_category,
+            self.sampler.pools,
+            self.own_top_templates,
+            self.own_top_exclude,
+            lc.own_top_search,
+            self.train_split.max_size,
+        )
+        if self.ctx.is_main and self.config.runtime.progress:
+            tqdm.write(
+                f"epoch {epoch + 1}: mined the student's top {lc.own_top_search} outfits of "
+                f"{len(rows)} users in {time.perf_counter() - start:.1f} s"
+            )
+        return rows
 
     # ------------------------------------------------------------------ one step
 
@@ -418,8 +454,10 @@ class Trainer:
             self.head.train()
         stats = EpochStats()
         start = time.perf_counter()
+        own_top = self.mine_own_top(epoch)  # the student's current best outfits (loss.own_top), or None
+        self.model.train()
         bar = tqdm(
-            self.sampler.epoch(epoch),
+            self.sampler.epoch(epoch, own_top),
             total=self.sampler.n_batches,
             desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
             disable=None if cfg.runtime.progress and self.ctx.is_main else True,  # rank 0's bar
