@@ -12,7 +12,6 @@ from outfitrec.data.outfits import PAD
 from outfitrec.models.scoring import TorchScorer
 from outfitrec.models.search import Searcher, SearchIndex, SearchParams, templates_from_dataset
 from outfitrec.train.batches import EpochSampler
-from outfitrec.train.config import ConfigError
 from outfitrec.train.loop import Trainer, train
 from outfitrec.train.own_top import own_top_outfits, training_exclusions
 from outfitrec.train.run import RunDir
@@ -80,9 +79,16 @@ def test_sampler_appends_own_top_columns_after_the_loss_candidates(tiny_dataset)
     assert all(np.array_equal(x.items, y.items) for x, y in zip(with_top, again)), "a pure function of its inputs"
 
 
-def test_own_top_needs_a_distilling_loss(tiny_data_dir):
-    with pytest.raises(ConfigError, match="own_top needs a distilling"):
-        tiny_config(tiny_data_dir, loss={"own_top": 2})
+def test_without_a_distillation_term_own_top_outfits_are_negatives_of_the_loss(tiny_dataset, tiny_data_dir, tmp_path):
+    ds = tiny_dataset
+    mined = np.tile(ds.split("train").items[0], (ds.n_users, 2, 1))  # [n_users, 2, S]: one outfit for all
+    batch = next(iter(_sampler(ds, own_top=2, own_top_negatives=True).epoch(0, mined)))
+    assert batch.items.shape[1] == 1 + 4 + 2 and batch.n_rec == 7  # L_rec over all of them
+    with pytest.raises(ValueError, match="cannot be combined"):
+        _sampler(ds, own_top=2, own_top_negatives=True, pool_size=6)
+    cfg = tiny_config(tiny_data_dir, loss={"own_top": 2, "own_top_search": 3}, optim={"epochs": 1})
+    trainer = Trainer(cfg, RunDir.open(tmp_path / "probe", cfg, False)[0])
+    assert trainer.sampler.own_top == 2 and trainer.sampler.own_top_negatives
 
 
 @pytest.fixture(scope="module")

@@ -98,7 +98,8 @@ class EpochSampler:
     (extra random mixes); step_pool: bound on the per-step item pool (see
     the module docstring); own_top: per positive, that many of the user's
     own-top outfits given to `epoch` (the student's current best, mined by
-    train/own_top.py) as the last columns.
+    train/own_top.py) as the last columns; own_top_negatives: they count
+    among the columns of L_rec (n_rec; no teacher pool then), as negatives.
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class EpochSampler:
         pool_size: int | None = None,
         step_pool: int | None = None,
         own_top: int = 0,
+        own_top_negatives: bool = False,
     ) -> None:
         if len(train) == 0:
             raise DataError("training: the train split has no positive outfits")
@@ -125,6 +127,9 @@ class EpochSampler:
         self.seed = int(seed)
         self.step_pool = step_pool
         self.own_top = int(own_top)
+        self.own_top_negatives = bool(own_top_negatives)
+        if self.own_top_negatives and self.extra:
+            raise ValueError("EpochSampler: own-top negatives of L_rec and a teacher pool cannot be combined")
         self.pools = category_pools(train.items, self.item_category)
         self.forbidden = set(train.item_sets())  # a random mix equal to a known positive is redrawn
 
@@ -172,10 +177,12 @@ class EpochSampler:
                 parts.append(_grid(hard.subset(rows), b, self.k_hard, s))
             if self.extra:
                 parts.append(_grid(random_mix(pos, pools, self.extra, rng_pool, self.forbidden), b, self.extra, s))
+            n_rec = 1 + self.k
             if self.own_top and own_top is not None:
                 parts.append(self._own_top_grid(pos, own_top, rng_own, s))
+                n_rec += self.own_top if self.own_top_negatives else 0
             items, cats, mask = (np.concatenate([p[i] for p in parts], axis=1) for i in range(3))
-            yield Batch(pos.users, items, cats, mask, 1 + self.k, index)
+            yield Batch(pos.users, items, cats, mask, n_rec, index)
 
     def _own_top_grid(
         self, pos: Outfits, own_top: np.ndarray, rng: np.random.Generator, width: int

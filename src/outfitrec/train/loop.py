@@ -321,7 +321,8 @@ def build_sampler(config: RunConfig, dataset: OutfitDataset, train: Outfits, tea
         hard_share=config.data.hard_share,
         pool_size=config.loss.teacher_pool if use_pool else None,
         step_pool=config.data.step_pool,
-        own_top=config.loss.own_top if use_pool else 0,
+        own_top=config.loss.own_top if use_pool or config.loss.kind == "softmax" else 0,
+        own_top_negatives=config.loss.kind == "softmax",  # no distillation term: they are negatives of L_rec
     )
 
 
