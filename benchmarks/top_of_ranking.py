@@ -13,6 +13,11 @@ Two measurements, each on the fixed user sample of the true-utility metric (reco
       kappa x their std across runs (kappa 0: plain average; > 0: a conservative, lower-bound score), searched
       and judged as one model: how much of the weakness at the top is one model's variance.
 
+  python benchmarks/top_of_ranking.py paired BASE NEW [BASE NEW ...] [--users 100]
+      the true share of each run's recommended top-10 and, for each (BASE, NEW) pair (e.g. the same seed
+      without and with a lever), the per-user difference; pooled over the pairs: mean difference, its SE over
+      the users (per-user differences averaged over pairs), and in how many pairs NEW is ahead.
+
   python benchmarks/top_of_ranking.py ceiling [--probe RUN] [--negatives K] [--mix] [--lam L]
       a learnability ceiling: each user's utility fitted as a conditional logit on the truth's own outfit
       features (per-slot item attributes, class, template, per-slot-pair |differences|: U is exactly linear
@@ -94,6 +99,32 @@ def diagnose(args, ds, truth, users, ref) -> list[dict]:
             flush=True,
         )
     return rows
+
+
+def paired(args, ds, truth, users, ref) -> dict:
+    from outfitrec.recommend.engine import Recommender
+
+    if len(args.runs) < 2 or len(args.runs) % 2:
+        raise SystemExit("paired: give BASE NEW run pairs")
+    shares = {}
+    for run in dict.fromkeys(args.runs):
+        shares[run] = user_shares(Recommender.from_run(run), truth, ref)
+        print(f"{run}: true share {shares[run].mean():.3f} (SE {shares[run].std() / np.sqrt(len(users)):.3f})")
+    pairs = list(zip(args.runs[::2], args.runs[1::2]))
+    diffs = np.stack([shares[new] - shares[base] for base, new in pairs])  # [pairs, users]
+    per_user = diffs.mean(0)
+    row = {
+        "pairs": pairs,
+        "users": len(users),
+        "base_mean": float(np.mean([shares[b].mean() for b, _ in pairs])),
+        "new_mean": float(np.mean([shares[n].mean() for _, n in pairs])),
+        "diff_mean": float(per_user.mean()),
+        "diff_se_users": float(per_user.std() / np.sqrt(len(per_user))),
+        "pair_diffs": [round(float(d.mean()), 4) for d in diffs],
+        "new_ahead": int((diffs.mean(1) > 0).sum()),
+    }
+    print(json.dumps(row), flush=True)
+    return row
 
 
 class EnsembleScorer:
@@ -265,7 +296,7 @@ def ceiling(args, ds, truth, users, ref) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["diagnose", "ensemble", "ceiling"])
+    parser.add_argument("what", choices=["diagnose", "ensemble", "ceiling", "paired"])
     parser.add_argument("runs", nargs="*")
     parser.add_argument("--data", default="datasets/fmnist-default")
     parser.add_argument("--users", type=int, default=tu.DEFAULT_USERS)
@@ -282,6 +313,8 @@ def main() -> None:
     ref = tu.cached_oracle_tops(args.data, ds, truth, users)
     if args.what == "diagnose":
         diagnose(args, ds, truth, users, ref)
+    elif args.what == "paired":
+        paired(args, ds, truth, users, ref)
     elif args.what == "ensemble":
         ensemble(args, ds, truth, users, ref)
     else:
