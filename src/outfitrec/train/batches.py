@@ -59,7 +59,8 @@ class Batch:
     student's own top outfits for the user, also seen by the distillation term only.
 
     users: int64 [B]; items, categories: int64 [B, C, S] (PAD where masked); mask: bool [B, C, S];
-    n_rec: 1 + K, the columns of the recommendation loss; index: the positives' rows in the train split.
+    n_rec: the columns of the recommendation loss (1 + K; + own_top with own_top_negatives);
+    index: the positives' rows in the train split.
     """
 
     users: np.ndarray

@@ -25,13 +25,14 @@ replicas are equal).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from outfitrec.data.outfits import PAD, Outfits
-from outfitrec.models.scoring import TorchScorer
+from outfitrec.models.scoring import TorchScorer, model_device
 from outfitrec.models.search import Searcher, SearchIndex, SearchParams
 
 # a lighter search than the served one (beam 16, shortlist 20, 10 refinement rounds): mining runs every epoch
@@ -62,8 +63,11 @@ def own_top_outfits(
     pools: category id -> the item ids the search may use (training: the items of the train split);
     templates: lists of category ids; exclude[u]: item sets never returned for user u. A user for whom the
     search finds fewer outfits gets them repeated; a user with none gets PAD rows (never drawn: see
-    `EpochSampler`). The model is left in eval mode; the caller switches it back.
+    `EpochSampler`). The model is left in eval mode; the caller switches it back. A model on a GPU is
+    searched through a CPU copy (the search's scorer works on numpy arrays).
     """
+    if model_device(model).type != "cpu":
+        model = copy.deepcopy(model).to("cpu")
     scorer = TorchScorer(model)  # eval mode, no autograd
     n_items = len(item_category)
     index = SearchIndex.build(scorer, scorer.encode_items(np.arange(n_items)), item_category)
