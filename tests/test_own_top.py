@@ -115,3 +115,12 @@ def test_kd_on_the_students_own_top_trains_and_the_teacher_scores_them(teacher_d
     history = json.loads((tmp_path / "student/history.json").read_text())
     assert len(history) == 2 and all(np.isfinite(h["train_kd"]) for h in history)
     assert 0.0 <= metrics["test"]["auc"] <= 1.0
+
+
+def test_own_top_settings_are_bounded(tiny_data_dir):
+    from outfitrec.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match="more than loss.own_top_search"):
+        tiny_config(tiny_data_dir, loss={"own_top": 30, "own_top_search": 20})
+    with pytest.raises(ConfigError, match="own_top_search"):
+        tiny_config(tiny_data_dir, loss={"own_top": 2, "own_top_search": 10**9})

@@ -112,7 +112,11 @@ class LossConfig(_Section):
         "docs/results/top-of-ranking.md). 0: off (the paper).",
     )
     own_top_search: int = Field(
-        20, ge=1, description="own_top: the top outfits searched per user each epoch (own_top are drawn from them)."
+        20,
+        ge=1,
+        le=1000,
+        description="own_top: the top outfits searched per user each epoch (own_top are drawn from them, so at "
+        "least own_top).",
     )
     own_top_start: int = Field(
         1, ge=0, description="own_top: the first epoch (0-based) that mines them (the search needs a trained student)."
@@ -140,7 +144,12 @@ class LossConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _teacher_needed(self) -> LossConfig:
+    def _consistent(self) -> LossConfig:
+        if self.own_top > self.own_top_search:
+            raise ValueError(
+                f"loss.own_top={self.own_top} is more than loss.own_top_search={self.own_top_search}, the outfits "
+                "searched per user it is drawn from"
+            )
         if self.kind != "softmax" and not self.teacher:
             raise ValueError(f"loss.kind={self.kind!r} needs loss.teacher (a teacher run directory or 'baseline:NAME')")
         return self
