@@ -62,9 +62,10 @@ def own_top_outfits(
 
     pools: category id -> the item ids the search may use (training: the items of the train split);
     templates: lists of category ids; exclude[u]: item sets never returned for user u. A user for whom the
-    search finds fewer outfits gets them repeated; a user with none gets PAD rows (never drawn: see
-    `EpochSampler`). The model is left in eval mode; the caller switches it back. A model on a GPU is
-    searched through a CPU copy (the search's scorer works on numpy arrays).
+    search finds fewer outfits gets them repeated; a user with none gets PAD rows (the sampler puts the
+    positive there instead: `EpochSampler`). Templates longer than `width` are not searched. The model is
+    left in eval mode; the caller switches it back. A model on a GPU is searched through a CPU copy (the
+    search's scorer works on numpy arrays).
     """
     if model_device(model).type != "cpu":
         model = copy.deepcopy(model).to("cpu")
@@ -73,8 +74,9 @@ def own_top_outfits(
     index = SearchIndex.build(scorer, scorer.encode_items(np.arange(n_items)), item_category)
     index.pools = {int(c): np.asarray(p, dtype=np.int64) for c, p in pools.items()}
     searcher = Searcher(scorer, index, params)
+    templates = [t for t in templates if len(t) <= width]  # outfits as wide as the training batches
     out = np.full((len(exclude), per_user, width), PAD, dtype=np.int64)
-    for u in range(len(exclude)):
+    for u in range(len(exclude) if templates else 0):
         recs = searcher.search(u, templates, k=per_user, exclude=exclude[u])
         for j in range(per_user if recs else 0):
             items = recs[j % len(recs)].items
