@@ -321,7 +321,7 @@ def build_sampler(config: RunConfig, dataset: OutfitDataset, train: Outfits, tea
         hard_share=config.data.hard_share,
         pool_size=config.loss.teacher_pool if use_pool else None,
         step_pool=config.data.step_pool,
-        own_top=config.loss.own_top if use_pool or config.loss.kind == "softmax" else 0,
+        own_top=config.loss.own_top,  # a distilling kind always has its teacher (config validation)
         own_top_negatives=config.loss.kind == "softmax",  # no distillation term: they are negatives of L_rec
     )
 
@@ -363,17 +363,18 @@ class Trainer:
         # this rank's shard of each global batch through `step`, gradients averaged over ranks (+ bf16 autocast)
         self.train_step = self.ctx.data_parallel(self.step, [self.model, self.head])
         self.truth = _load_truth(self.data_dir)
-        self.own_top_exclude = self._own_top_setup() if self.sampler.own_top else None
+        # what mining the student's own top outfits needs, once: templates and each user's training outfits
+        self.own_top_templates, self.own_top_exclude = self._own_top_setup() if self.sampler.own_top else ([], None)
         self.progress = Progress()  # restored on resume
         self.history: list[dict] = []
 
-    def _own_top_setup(self) -> list[set[frozenset[int]]]:
-        """What mining the student's own top outfits needs once: templates and each user's training outfits."""
+    def _own_top_setup(self) -> tuple[list[list[int]], list[set[frozenset[int]]]]:
+        """(templates, each user's training outfits as item sets) for mining the student's own top outfits."""
         if getattr(self.model, "excludes_self", False):
             raise DataError("loss.own_top: not available with model.id_exclude_self (items are encoded per user)")
         cat = self.dataset.catalogue
-        self.own_top_templates = templates_from_dataset(cat.category_names, self.dataset.meta, self.train_split)
-        return training_exclusions(self.train_split, self.dataset.n_users)
+        templates = templates_from_dataset(cat.category_names, self.dataset.meta, self.train_split)
+        return templates, training_exclusions(self.train_split, self.dataset.n_users)
 
     def mine_own_top(self, epoch: int) -> np.ndarray | None:
         """Each user's loss.own_top_search best outfits under the current student (None before own_top_start)."""
