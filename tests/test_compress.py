@@ -42,13 +42,24 @@ def test_whole_presets_shrink_what_serving_pays_for(tiny_dataset, preset):
     assert t == {"stored": 16 * 64 * 4, "served": 64 * 4}
     assert w["served"] == SERVING_PRESETS[preset]["user_dim"] * 2  # float16
     assert w["served"] * 10 <= t["served"] and w["stored"] * 10 <= t["stored"]
-    assert whole.scorer.anchors.shape == (tiny_dataset.n_users, 4, SERVING_PRESETS[preset]["user_dim"])
+    width = SERVING_PRESETS[preset]["user_dim"]
+    if SERVING_PRESETS[preset].get("scorer") == "dot":
+        assert whole.scorer.users.weight.shape == (tiny_dataset.n_users, width)
+    else:
+        assert whole.scorer.anchors.shape == (tiny_dataset.n_users, 4, width)
 
 
-def test_user_dim_needs_the_anchor_scorer():
-    with pytest.raises(ValueError, match="user_dim"):
-        ModelConfig(scorer="dot", dim=16, heads=2, user_dim=8)
-    assert ModelConfig(scorer="dot", dim=16, heads=2, user_dim=16).user_dim == 16
+def test_the_dot_scorer_with_user_dim_scores_e_u_against_a_projection(tiny_dataset):
+    """<e_u, W z>: W [user_dim, outfit_dim] without bias; no projection when user_dim is the outfit width."""
+    same = _model(tiny_dataset, **{**STUDENT, "scorer": "dot", "dim": 16, "heads": 2, "user_dim": 16})
+    assert same.scorer.project is None and same.scorer.users.weight.shape[1] == 16
+    model = _model(tiny_dataset, **{**STUDENT, "scorer": "dot", "dim": 16, "heads": 2, "user_dim": 5})
+    assert model.scorer.project.weight.shape == (5, 16) and model.scorer.project.bias is None
+    users, z = torch.tensor([0, 1, 0]), torch.randn(3, 16)
+    with torch.no_grad():
+        expected = (model.scorer.users.weight[users] * (z @ model.scorer.project.weight.T)).sum(-1)
+        assert torch.allclose(model.score_embeddings(users, z), expected, atol=1e-6)
+    assert model.bytes_per_user() == {"stored": 5 * 4, "served": 5 * 4}
 
 
 def test_a_half_precision_item_table_scores_like_float32(tiny_dataset):
@@ -126,8 +137,11 @@ def test_compress_variants_pair_each_distilled_student_with_its_plain_one():
         for preset in SERVING_PRESETS:
             for suffix, optim in schedules.items():
                 name = preset + suffix
-                expected |= {name, f"{name}+fnd+cl"}
-                plain, distilled = variants[name], variants[f"{name}+fnd+cl"]
+                expected |= {name, f"{name}+cl", f"{name}+fnd+cl"}
+                plain, distilled, cl = variants[name], variants[f"{name}+fnd+cl"], variants[f"{name}+cl"]
+                assert not cl.uses_teacher and cl.baseline == name and cl.overrides["contrastive"]["enabled"]
+                assert cl.overrides["model"] == SERVING_PRESETS[preset] and cl.overrides.get("optim") == optim
+                assert cl.overrides.get("loss") is None
                 assert plain.overrides["model"] == SERVING_PRESETS[preset] and not plain.uses_teacher
                 assert plain.overrides.get("optim") == optim
                 assert distilled.uses_teacher and distilled.baseline == name

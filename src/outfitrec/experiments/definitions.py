@@ -339,17 +339,31 @@ LONG = {"optim": {"epochs": 12, "patience": 3, "lr": 0.01}}
 def compress_variants(scale: str) -> list[Variant]:
     """Teacher, the backbone-only students and the whole-model students (SERVING_PRESETS), plain and distilled.
 
-    Distilled = FND + contrastive learning, the best Fashion-MNIST recipe (configs/fmnist_student_distilled.yaml).
-    Each whole-model preset is trained on the student's schedule and on the teacher's longer one (LONG, full
+    Distilled = FND + contrastive learning, the best Fashion-MNIST recipe (configs/fmnist_student_distilled.yaml);
+    "+cl" = the same contrastive term without a teacher, so the two parts of the recipe are told apart.
+    One teacher per seed (as in `main_variants`): a distilled student of seed s learns from the teacher of seed s,
+    so "within 0.005 of the teacher" is judged on 3-seed means of both. Each whole-model preset is trained on the
+    student's schedule and on the teacher's longer one (LONG, full
     scale only: the quick and smoke scales keep theirs). Each distilled student is paired with the plain
-    student of its preset and schedule (same seed, same negatives).
+    student of its preset and schedule (same seed, same negatives), and so is its CL-only twin.
     """
     distil = _merge(_fnd(DISTILL[scale]["alpha"]), CL)
     schedules = {"": {}, "-long": LONG} if scale == "full" else {"": {}}
+    teacher = Variant(
+        "teacher", role="teacher", baseline=None, group="teacher", per_seed=True, note="one teacher per seed"
+    )
     out = [
-        Variant("teacher", role="teacher", baseline=None, group="teacher", note="shared teacher, one run (seed 0)"),
+        teacher,
         Variant("student", baseline=None, group="backbone", x="plain", note="backbone-only student (small CNN)"),
-        Variant("fnd+cl", distil, uses_teacher=True, group="backbone", x="fnd+cl", note="backbone-only, FND + CL"),
+        Variant(
+            "fnd+cl",
+            distil,
+            uses_teacher=True,
+            teacher=teacher,
+            group="backbone",
+            x="fnd+cl",
+            note="backbone-only, FND + CL",
+        ),
     ]
     for preset, model in SERVING_PRESETS.items():
         shape = f"d={model['dim']}, {model['blocks']} SAB, user {model['user_dim']}, {model['serving_dtype']}"
@@ -360,9 +374,18 @@ def compress_variants(scale: str) -> list[Variant]:
             out += [
                 Variant(name, whole, baseline=None, group=name, x="plain", note=f"whole-model student ({shape}{when})"),
                 Variant(
+                    f"{name}+cl",
+                    _merge(whole, CL),
+                    baseline=name,
+                    group=name,
+                    x="cl",
+                    note=f"whole-model student ({shape}{when}), CL (no teacher)",
+                ),
+                Variant(
                     f"{name}+fnd+cl",
                     _merge(whole, distil),
                     uses_teacher=True,
+                    teacher=teacher,
                     baseline=name,
                     group=name,
                     x="fnd+cl",

@@ -47,7 +47,8 @@ def user_space(model, user: int, outfits: Outfits) -> tuple[np.ndarray, np.ndarr
         pts = F.normalize(scorer.project(z), dim=-1)
         anchors = F.normalize(scorer.anchors[user], dim=-1)
         return pts.numpy(), anchors.numpy()
-    return z.numpy(), scorer.users.weight[user : user + 1].numpy()
+    pts = z if scorer.project is None else scorer.project(z)
+    return pts.numpy(), scorer.users.weight[user : user + 1].numpy()
 
 
 def user_candidates(cands: Candidates, user: int) -> tuple[Outfits, Outfits]:

@@ -84,9 +84,10 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
     user_dim: int | None = pydantic.Field(
         None,
         gt=0,
-        description="scorer='anchors': width of the anchors and of the projection W z they are compared with "
-        "(default: dim). The anchors of a user collapse to one vector of this width when serving "
-        "(recommend/fast.py), so it is the served bytes per user / 4 (float32)",
+        description="width of the user side: scorer='anchors': of the anchors and of the projection W z they are "
+        "compared with; scorer='dot' (ours): of e_u, scored against W z (W: outfit_dim -> user_dim, no bias; "
+        "none when equal). Default: the outfit embedding's width. The anchors of a user collapse to one vector of "
+        "this width when serving (recommend/fast.py), so it is the served bytes per user / 4 (float32)",
     )
     serving_dtype: Literal["float32", "float16"] = pydantic.Field(
         "float32",
@@ -162,8 +163,6 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
         id_only = self.id_init != "normal" or self.user_history != "none" or self.id_table != "items"
         if self.encoder != "id" and id_only:
             raise ValueError("id_init='svd', id_table='users' and user_history need encoder 'id'")
-        if self.user_dim is not None and self.scorer != "anchors" and self.user_dim != self.dim:
-            raise ValueError(f"user_dim={self.user_dim} needs scorer 'anchors' (the dot scorer's users have width dim)")
         if self.anchor_pool != "sum" and self.scorer != "anchors":
             raise ValueError(f"anchor_pool={self.anchor_pool!r} needs scorer 'anchors' (the dot scorer has no anchors)")
         if not self.outfit_set and self.outfit_sums == "none":
@@ -179,10 +178,21 @@ class ModelConfig(pydantic.BaseModel, extra="forbid"):
 # Applied over a student config (size 'student': the small CNN). Outfit scoring from cached item embeddings
 # runs the Set Transformer at width dim with `blocks` SABs; a user is served as one vector of user_dim
 # entries in serving_dtype. "whole" keeps one SAB (item-item interactions), "whole-pma" pools the items
-# by attention only. Measured by `outfitrec experiment compress` (docs/results/compress.md).
+# by attention only; "whole-dot" pools by attention too, appends the FHN-style sums of the items and of their
+# pairs (outfit_sums, unnormalised) and scores <e_u, W z> with a 12-d e_u (the dot scorer, no cosine cap).
+# Measured by `outfitrec experiment compress` (docs/results/compress.md).
 SERVING_PRESETS: dict[str, dict] = {
     "whole": {"dim": 16, "heads": 1, "blocks": 1, "n_anchors": 4, "user_dim": 12, "serving_dtype": "float16"},
     "whole-pma": {"dim": 16, "heads": 2, "blocks": 0, "n_anchors": 4, "user_dim": 12, "serving_dtype": "float16"},
+    "whole-dot": {
+        "dim": 16,
+        "heads": 2,
+        "blocks": 0,
+        "scorer": "dot",
+        "outfit_sums": "items+pairs",
+        "user_dim": 12,
+        "serving_dtype": "float16",
+    },
 }
 
 
@@ -320,7 +330,7 @@ class OutfitModel(nn.Module):
                 config.anchor_temperature,
             )
         else:
-            self.scorer = DotScorer(n_users, self.outfit_dim)
+            self.scorer = DotScorer(n_users, self.outfit_dim, config.user_dim)
         self.history_scorer: HistoryScorer | None = None
         if config.user_history != "none":
             width = ID_WIDTHS[config.size]
@@ -523,10 +533,10 @@ class OutfitModel(nn.Module):
     def bytes_per_user(self) -> dict[str, int]:
         """{'stored', 'served'}: bytes per user of the checkpoint's user parameters (float32: the K anchors, or the
         dot scorer's embedding, plus the history buffer of item ids when user_history is on), and of the one vector
-        per user the recommender keeps (`recommend/fast.py` CollapsedScorer: width user_dim, or outfit_dim for the
-        dot scorer, + the history channel c, in `serving_dtype`)."""
+        per user the recommender keeps (`recommend/fast.py` CollapsedScorer: width user_dim, default outfit_dim, +
+        the history channel c, in `serving_dtype`)."""
         cfg = self.config
-        served_width = (cfg.user_dim or self.outfit_dim) if cfg.scorer == "anchors" else self.outfit_dim
+        served_width = cfg.user_dim or self.outfit_dim
         if isinstance(self.scorer, AnchorScorer):
             stored = self.scorer.anchors[0].numel() * self.scorer.anchors.element_size()
         else:

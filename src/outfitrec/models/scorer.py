@@ -80,14 +80,22 @@ def gram_logdet_penalty(anchors: Tensor, eps: float = GRAM_EPS) -> Tensor:
 
 
 class DotScorer(nn.Module):
-    """score(u, z) = <e_u, z>: a single embedding per user."""
+    """score(u, z) = <e_u, z>: a single embedding per user; with user_dim (ours, issue 14) <e_u, W z>.
 
-    def __init__(self, n_users: int, dim: int) -> None:
+    z [B, dim]; W: dim -> user_dim without bias (a bias would add a per-user constant, which no ranking of one
+    user's outfits sees); e_u [user_dim]. W z is user-independent, so a served user is user_dim numbers.
+    """
+
+    def __init__(self, n_users: int, dim: int, user_dim: int | None = None) -> None:
         super().__init__()
-        self.users = nn.Embedding(n_users, dim)
-        nn.init.normal_(self.users.weight, std=dim**-0.5)
+        width = user_dim or dim
+        self.project = nn.Linear(dim, width, bias=False) if width != dim else None
+        self.users = nn.Embedding(n_users, width)
+        nn.init.normal_(self.users.weight, std=width**-0.5)
 
     def forward(self, users: Tensor, z: Tensor) -> Tensor:
+        if self.project is not None:
+            z = self.project(z)
         return (self.users(users) * z).sum(dim=-1)
 
     def regularizer(self, users: Tensor | None = None) -> Tensor:

@@ -66,7 +66,7 @@ def _normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 class CollapsedScorer:
     """`OutfitScorer` of an `OutfitModel` whose scorer collapses to `<phi(z), U[u]>` (see the module docstring).
 
-    user_matrix: [n_users, m] (m = user_dim for anchors, d for dot, + c with the
+    user_matrix: [n_users, m] (m = user_dim, default the outfit embedding's width, + c with the
     history term), stored in the model's `serving_dtype` (float32, or float16:
     half the bytes per user; products are computed in float32). `features(z)`
     is phi; `score_embeddings` gives the model's scores (checked at
@@ -92,7 +92,8 @@ class CollapsedScorer:
                 users = torch.nn.functional.normalize(scorer.anchors.detach().float(), dim=-1).sum(dim=1)
             elif isinstance(scorer, DotScorer):
                 self.kind = "dot"
-                self.w = self.b = None
+                self.b = None  # phi_d = z W (W: the scorer's projection to user_dim, when it has one)
+                self.w = None if scorer.project is None else scorer.project.weight.detach().float().numpy().T.copy()
                 users = scorer.users.weight.detach().float()
             else:
                 raise DataError(f"collapse: unknown user scorer {type(scorer).__name__}")
@@ -130,7 +131,10 @@ class CollapsedScorer:
     def features(self, z: np.ndarray) -> np.ndarray:
         """phi(z) [B, m]: what a user vector is dotted with."""
         z = np.asarray(z, dtype=np.float32)
-        head = _normalize(_dot(z, self.w) + self.b) if self.kind == "anchors" else z
+        if self.kind == "anchors":
+            head = _normalize(_dot(z, self.w) + self.b)
+        else:
+            head = z if self.w is None else _dot(z, self.w)
         if self.history_dim:
             head = np.concatenate([head, z[:, -self.history_dim :]], axis=1)
         return np.ascontiguousarray(head, dtype=np.float32)
