@@ -326,8 +326,9 @@ def test_cli_add_and_remove_items(tiny_run, tiny_dataset, tmp_path, monkeypatch,
         {"encoder": "id", "size": "student", "user_history": "mean"},  # anchors + the history term
         {"encoder": "cnn", "size": "student", "scorer": "dot"},  # one embedding per user
         {"encoder": "cnn", "size": "student", "scorer": "dot", "outfit_sums": "items+pairs"},  # wider z
+        {"encoder": "cnn", "size": "student", "scorer": "dot", "outfit_sums": "items+pairs", "user_dim": 5},  # W z
     ],
-    ids=["id-history", "cnn-dot", "cnn-dot-sums"],
+    ids=["id-history", "cnn-dot", "cnn-dot-sums", "cnn-dot-projected"],
 )
 def test_fold_in_with_the_history_term_and_the_dot_scorer(kind, tiny_dataset, tiny_data_dir, tmp_path):
     """The history term of a new user is the model's own, from the liked outfits' items; the dot scorer's

@@ -175,6 +175,7 @@ def test_lse_anchors_are_served_by_the_model_itself(tiny_dataset, tiny_data_dir,
     "overrides",
     [
         {"scorer": "dot", "outfit_sums": "items+pairs"},
+        {"scorer": "dot", "outfit_sums": "items+pairs", "user_dim": 5},  # e_u . W z (whole-dot preset)
         {"scorer": "anchors", "outfit_sums": "routed", "outfit_set": False},
         {"scorer": "anchors", "outfit_sums": "items", "outfit_set": False},
         {"scorer": "anchors", "anchor_pool": "lse"},
