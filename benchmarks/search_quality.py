@@ -129,7 +129,8 @@ def main() -> None:
         print("| setting | p50 ms | p95 ms | outfits scored | true share (SE) | Δ vs served (SE) | gate |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | --- |")
         for name, p50, p95, scored, share, se, d, dse, ok in rows:
-            print(f"| {name} | {p50:.1f} | {p95:.1f} | {scored:,.0f} | {share:.3f} ({se:.3f}) | {d:+.3f} ({dse:.3f}) | {ok} |")
+            cells = [name, f"{p50:.1f}", f"{p95:.1f}", f"{scored:,.0f}", f"{share:.3f} ({se:.3f})"]
+            print("| " + " | ".join([*cells, f"{d:+.3f} ({dse:.3f})", ok]) + " |")
         print()
 
 
