@@ -113,7 +113,7 @@ def test_whole_student_trains_saves_loads_and_serves(tiny_data_dir, tmp_path, pr
 
 
 def test_the_yaml_presets_are_the_measured_whole_model_student():
-    """configs/fmnist_student_whole*.yaml train the compress experiment's whole-pma-long runs (plain, FND + CL)."""
+    """configs/fmnist_student_whole*.yaml train the compress experiment's whole-dot-long runs (plain, FND + CL)."""
     from outfitrec.experiments.runner import deep_merge
     from outfitrec.experiments.scales import base_config
     from outfitrec.train.config import config_from_dict
@@ -121,7 +121,7 @@ def test_the_yaml_presets_are_the_measured_whole_model_student():
     variants = {v.name: v for v in definitions.compress_variants("full")}
     plain, distilled = load_config("fmnist_student_whole"), load_config("fmnist_student_whole_distilled")
     teacher = "runs/demo/teacher"
-    for config, name in ((plain, "whole-pma-long"), (distilled, "whole-pma-long+fnd+cl")):
+    for config, name in ((plain, "whole-dot-long"), (distilled, "whole-dot-long+fnd+cl")):
         raw = deep_merge(base_config("images", "student", "full", str(config.data.path)), variants[name].overrides)
         if variants[name].uses_teacher:
             raw = deep_merge(raw, {"loss": {"teacher": teacher}})
