@@ -241,7 +241,8 @@ def write_pareto(results: list[RunResult], data: str | Path, out: Path, command:
     md = [
         "# Serving cost against quality: teacher, backbone-only and whole-model students",
         "",
-        f"Quality: {split} AUC mean ± std over seeds {seeds} (the teacher: one run, seed 0); *AUC as served*: "
+        f"Quality: {split} AUC mean ± std over seeds {seeds} (one teacher per seed; a distilled student of seed s "
+        "learns from the teacher of seed s); *AUC as served*: "
         "the same candidates scored through the collapsed user vectors and the item embeddings stored in the "
         "serving dtype; *true share*: true utility of the recommended top-10 as a share of the oracle's "
         "(Fashion-MNIST, 20 users, `recommend/true_utility.py`).",

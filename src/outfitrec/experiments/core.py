@@ -170,7 +170,7 @@ def _variants(name: str, lab: Lab, scale: str) -> list[Variant]:
 def _notes(name: str, lab: Lab, scale: str) -> str:
 
     cap = per_user_cap(lab.kind, scale)
-    per_seed = name == "main"  # main_variants: one teacher per seed
+    per_seed = name in ("main", "compress")  # main_variants, compress_variants: one teacher per seed
     teachers = (
         "One teacher run per seed: the students of seed s learn from the teacher (or teacher+cl, teacher-es) of "
         "seed s, so every ± holds the spread of both seeds; a teacher row's Δ is paired by seed."
