@@ -24,7 +24,8 @@ def test_demo_trains_each_run_once_and_reuses_every_step(tmp_path):
     assert first.exit_code == 0, first.output
     assert all(f"trained: {runs / name}" in first.output for name in RUNS)
     distilled = yaml.safe_load((runs / "student_distilled" / "config.yaml").read_text())
-    assert distilled["loss"]["teacher"] == str(runs / "teacher") and distilled["name"] == "fmnist_student_whole_distilled"
+    assert distilled["loss"]["teacher"] == str(runs / "teacher")
+    assert distilled["name"] == "fmnist_student_whole_distilled"
     results = (runs / "results.md").read_text()
     rows = [line.split(" | ")[0] for line in results.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[:6] == ["| model", "| oracle (true utility)", "| popularity", *(f"| {name}" for name in RUNS)]
