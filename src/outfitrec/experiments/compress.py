@@ -166,14 +166,14 @@ def pareto_markdown(rows: list[dict], split: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def targets_markdown(rows: list[dict]) -> str:
+def targets_markdown(rows: list[dict], split: str = "test") -> str:
     """The issue's three targets checked for each whole-model student row against the teacher row."""
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
     whole = [r for r in rows if r["variant"] not in ("teacher", "student", "fnd+cl")]
     if teacher is None or not whole:
         return "Targets: not checked (the table needs the teacher and a whole-model student).\n"
     lines = [
-        f"Targets (issue 14) against the teacher (test AUC {teacher['auc_mean']:.4f}, "
+        f"Targets (issue 14) against the teacher ({split} AUC {teacher['auc_mean']:.4f}, "
         f"{teacher['outfits_per_s']:,.0f} outfits/s, {teacher['bytes_per_user_served']} B/user served, "
         f"{teacher['bytes_per_user_stored']} B/user stored); the AUC target is stated for a 3-seed mean:",
         "",
@@ -261,7 +261,7 @@ def write_pareto(results: list[RunResult], data: str | Path, out: Path, command:
         "AUC, outfit scoring and B/user served and better in one.",
         "",
         pareto_markdown(rows, split),
-        targets_markdown(rows),
+        targets_markdown(rows, split),
     ]
     if notes:
         md += [notes, ""]
