@@ -261,6 +261,18 @@ def test_cli_users_add_then_recommend_and_bad_inputs(tiny_run, tmp_path, monkeyp
     direct.add_user(liked_of(rec, 2, 3), name="carol")
     assert np.allclose(again.searcher.scorer.user_matrix[carol], direct.searcher.scorer.user_matrix[carol])
 
+    # an outfit shorter than the catalogue's widest (2 items) is a valid liked outfit on the CLI as over HTTP
+    short = tmp_path / "short.csv"
+    two = liked_of(rec, 5, 1)[0][:2]
+    assert len(two) == 2 < rec.max_size
+    short.write_text(f"user,item_ids\nfrank,{';'.join(f'#{i}' for i in two)}\n")
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "users", "add", tiny_run, "--outfits", short, "--out", tmp_path / "o1"
+    )
+    assert code == 0, err
+    (frank,) = UserOverlay.load(tmp_path / "o1").users
+    assert sorted(int(i) for i in frank.outfits[0] if i >= 0) == sorted(two)
+
     def one_line_error(*args) -> str:
         code, _, err = run_cli(monkeypatch, capsys, *args)
         assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err

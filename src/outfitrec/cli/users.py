@@ -32,6 +32,7 @@ def add(
     load it; the run directory is never written.
     """
     from outfitrec.data.io import check_output_folder
+    from outfitrec.data.outfits import PAD
     from outfitrec.recommend.users import read_outfits_csv
 
     rec = load_recommender(run, data)
@@ -42,7 +43,8 @@ def add(
     for name, rows in read_outfits_csv(outfits, rec.dataset.catalogue, rec.max_size):
         start = time.perf_counter()
         try:
-            user = rec.add_user(rows.tolist(), name, params)
+            liked = [[int(i) for i in row if i != PAD] for row in rows]  # rows are PAD-padded to max_size
+            user = rec.add_user(liked, name, params)
         except DataError as exc:
             raise DataError(f"{outfits}: user {name!r}: {exc}") from None
         added.append(user)
