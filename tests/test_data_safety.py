@@ -463,3 +463,19 @@ def test_warnings_are_not_errors_in_quiet_runs(tmp_path):
         "valid": 9,
         "test": 9,
     }
+
+
+def test_atomic_writes_get_the_modes_of_a_plain_write(tmp_path):
+    """mkstemp / mkdtemp make 0600 / 0700; outfitrec's outputs get what open() / mkdir() give under the umask."""
+    from outfitrec.data.io import atomic_folder, write_text_atomic
+    from outfitrec.data.outfits import save_npz_atomic
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_text_atomic(tmp_path / "a.txt", "x")
+    save_npz_atomic(tmp_path / "b.npz", {"x": np.zeros(2)})
+    with atomic_folder(tmp_path / "folder") as tmp:
+        write_text_atomic(tmp / "inside.json", "{}")
+    for path in (tmp_path / "a.txt", tmp_path / "b.npz", tmp_path / "folder" / "inside.json"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~mask

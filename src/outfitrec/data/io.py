@@ -27,6 +27,17 @@ from pathlib import Path
 
 from outfitrec.data.errors import DataError
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp / mkdtemp create 0600 / 0700; what outfitrec writes gets the modes a plain open() / mkdir() would give
+FILE_MODE = 0o666 & ~_umask()
+FOLDER_MODE = 0o777 & ~_umask()
+
 MANIFEST = "outfitrec.json"
 MANIFEST_FORMAT = "outfitrec-folder"
 # what outfitrec writes into its folders: a folder holding only these (no manifest: written by an
@@ -65,6 +76,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_path(tmp)
+        tmp.chmod(FILE_MODE)  # not mkstemp's 0600: others may read what a plain write would let them
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -126,7 +138,7 @@ def atomic_folder(out: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_tree(tmp)
-        tmp.chmod(0o755)
+        tmp.chmod(FOLDER_MODE)
         old = None
         if out.is_dir() and not out.is_symlink():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".old"))
