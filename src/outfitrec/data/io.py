@@ -27,6 +27,7 @@ from pathlib import Path
 
 from outfitrec.data.errors import DataError
 
+
 def _umask() -> int:
     """The process's umask (read by setting it and putting it back)."""
     mask = os.umask(0o022)
