@@ -133,11 +133,14 @@ def test_the_yaml_presets_are_the_measured_whole_model_student():
 def test_compress_variants_pair_each_distilled_student_with_its_plain_one():
     for scale, schedules in (("full", {"": None, "-long": definitions.LONG["optim"]}), ("quick", {"": None})):
         variants = {v.name: v for v in definitions.compress_variants(scale)}
-        expected = {"teacher", "student", "fnd+cl"}
+        expected = {"teacher", "teacher+cl", "student", "fnd+cl"}
         for preset in SERVING_PRESETS:
             for suffix, optim in schedules.items():
                 name = preset + suffix
-                expected |= {name, f"{name}+cl", f"{name}+fnd+cl"}
+                expected |= {name, f"{name}+cl", f"{name}+fnd+cl", f"{name}+fnd+cl@teacher+cl"}
+                fair = variants[f"{name}+fnd+cl@teacher+cl"]
+                assert fair.teacher.name == "teacher+cl" and fair.baseline == f"{name}+fnd+cl"
+                assert fair.overrides == variants[f"{name}+fnd+cl"].overrides
                 plain, distilled, cl = variants[name], variants[f"{name}+fnd+cl"], variants[f"{name}+cl"]
                 assert not cl.uses_teacher and cl.baseline == name and cl.overrides["contrastive"]["enabled"]
                 assert cl.overrides["model"] == SERVING_PRESETS[preset] and cl.overrides.get("optim") == optim

@@ -345,15 +345,21 @@ def compress_variants(scale: str) -> list[Variant]:
     so "within 0.005 of the teacher" is judged on 3-seed means of both. Each whole-model preset is trained on the
     student's schedule and on the teacher's longer one (LONG, full
     scale only: the quick and smoke scales keep theirs). Each distilled student is paired with the plain
-    student of its preset and schedule (same seed, same negatives), and so is its CL-only twin.
+    student of its preset and schedule (same seed, same negatives), and so is its CL-only twin; "@teacher+cl"
+    distils the same recipe from the fair teacher (teacher + CL, as in `main_variants`), paired with the one
+    taught by the paper's teacher.
     """
     distil = _merge(_fnd(DISTILL[scale]["alpha"]), CL)
     schedules = {"": {}, "-long": LONG} if scale == "full" else {"": {}}
     teacher = Variant(
         "teacher", role="teacher", baseline=None, group="teacher", per_seed=True, note="one teacher per seed"
     )
+    teacher_cl = Variant(  # the fair teacher of main_variants (same runs): the teacher given the students' CL
+        "teacher+cl", CL, role="teacher", baseline="teacher", group="teacher", per_seed=True, note="teacher + CL"
+    )
     out = [
         teacher,
+        teacher_cl,
         Variant("student", baseline=None, group="backbone", x="plain", note="backbone-only student (small CNN)"),
         Variant(
             "fnd+cl",
@@ -390,6 +396,16 @@ def compress_variants(scale: str) -> list[Variant]:
                     group=name,
                     x="fnd+cl",
                     note=f"whole-model student ({shape}{when}), FND + CL",
+                ),
+                Variant(
+                    f"{name}+fnd+cl@teacher+cl",
+                    _merge(whole, distil),
+                    uses_teacher=True,
+                    teacher=teacher_cl,
+                    baseline=f"{name}+fnd+cl",
+                    group=name,
+                    x="fnd+cl@teacher+cl",
+                    note=f"whole-model student ({shape}{when}), FND + CL from teacher+cl",
                 ),
             ]
     return out
