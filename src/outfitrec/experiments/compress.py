@@ -169,7 +169,7 @@ def pareto_markdown(rows: list[dict], split: str) -> str:
 def targets_markdown(rows: list[dict], split: str = "test") -> str:
     """The issue's three targets checked for each whole-model student row against the teacher row."""
     teacher = next((r for r in rows if r["variant"] == "teacher"), None)
-    whole = [r for r in rows if r["variant"] not in ("teacher", "student", "fnd+cl")]
+    whole = [r for r in rows if r["variant"] not in ("student", "fnd+cl") and not r["variant"].startswith("teacher")]
     if teacher is None or not whole:
         return "Targets: not checked (the table needs the teacher and a whole-model student).\n"
     lines = [
