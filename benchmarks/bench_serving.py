@@ -142,7 +142,7 @@ def part_quality(rec: Recommender, users: list[int], default: SearchParams) -> N
     run("old default, plain scorer, no cache (as served before)", live(plain, OLD))
     quick = [SETTINGS["beam 8, shortlist 10, no refinement"], default]
     for name, params in [(n, p) for n, p in SETTINGS.items() if p in quick] + [("new default", default)]:
-        fast.cache.__init__(fast.scorer, fast.index.item_emb, fast.cache.capacity)  # cold cache per setting
+        fast.cache.clear()  # cold cache per setting
         run(f"{name} (cold cache)", live(fast, params))
         run(f"{name} (warm cache)", live(fast, params))
     t = time.perf_counter()

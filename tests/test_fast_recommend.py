@@ -98,6 +98,11 @@ def test_feature_cache_returns_the_same_scores(setup):
         np.testing.assert_allclose(first, plain.score_rows(user, rows), atol=1e-5)
         np.testing.assert_allclose(again, first, atol=1e-5)
     assert fast.cache.hits > 0 and len(fast.cache) == len({tuple(sorted(r)) for r in rows.tolist()})
+    # a cleared cache is cold: every outfit computed again, the same scores
+    fast.cache.clear()
+    assert len(fast.cache) == 0 and fast.cache.hits == fast.cache.misses == 0
+    np.testing.assert_allclose(fast.score_rows(0, rows), plain.score_rows(0, rows), atol=1e-5)
+    assert fast.cache.hits == 0 and fast.cache.misses > 0
     # the same search, the same answers
     for user in range(3):
         a = plain.search(user, [TEMPLATE], 10)

@@ -201,6 +201,13 @@ class FeatureCache:
     def __len__(self) -> int:
         return len(self.slot)
 
+    def clear(self) -> None:
+        """Forget every cached outfit (a cold cache, as in a fresh process; benchmarks time searches from it)."""
+        with self.lock:
+            self.slot.clear()
+            self.keys = [None] * self.capacity
+            self.next = self.hits = self.misses = 0
+
     def compute(self, rows: np.ndarray) -> np.ndarray:
         """phi of the rows through the model (no cache)."""
         mask = rows != PAD
