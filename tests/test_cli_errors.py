@@ -117,6 +117,29 @@ def test_unknown_user_and_k_bound_in_recommend_and_complete(monkeypatch, capsys,
     assert_one_line(code, err, "item 999 not found")
 
 
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["recommend", "RUN", "--k", "0"], "outfitrec recommend: Invalid value for '--k'"),
+        (["recommend", "RUN", "--bogus"], "No such option: --bogus"),
+        (["no-such-command"], "No such command 'no-such-command'"),
+        (["train", "--config"], "Option '--config' requires an argument"),
+    ],
+)
+def test_usage_errors_are_one_line(monkeypatch, capsys, trained, args, pattern):
+    """Typer's parser errors (bad option values, unknown options or commands) end as one line too, exit 2."""
+    code, out, err = run_cli(monkeypatch, capsys, *[trained if a == "RUN" else a for a in args])
+    assert_one_line(code, err, pattern)
+    assert out == ""
+
+
+def test_help_and_success_still_exit_zero(monkeypatch, capsys):
+    code, out, _ = run_cli(monkeypatch, capsys, "recommend", "--help")
+    assert code == 0 and "Usage" in out
+    code, out, _ = run_cli(monkeypatch, capsys, "version")
+    assert code == 0 and out.strip()
+
+
 def test_damaged_resume_state(monkeypatch, capsys, tiny_data_dir, tmp_path):
     run = tmp_path / "run"
     train(tiny_config(tiny_data_dir, model=ID_MODEL, optim={"epochs": 1}), run)
@@ -162,7 +185,7 @@ def test_which_exceptions_are_user_errors():
 def test_a_bug_keeps_its_traceback(monkeypatch):
     import outfitrec.cli as cli
 
-    def broken() -> None:
+    def broken(**_) -> None:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(cli, "app", broken)

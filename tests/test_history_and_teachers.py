@@ -90,3 +90,19 @@ def test_difashion_history_is_loaded():
     ds = load_difashion(DIFASHION)
     assert ds.history is not None and ds.history.shape == (72529, 2)
     assert len(np.unique(ds.history[:, 0])) == ds.n_users
+
+
+def test_model_teacher_scores_from_its_item_table_as_from_its_encoder(tiny_dataset, tiny_data_dir, tmp_path):
+    """The frozen teacher's items are encoded once (item_table); its scores are those of re-encoding them."""
+    from conftest import make_tiny_run
+
+    run = make_tiny_run(tiny_dataset, tiny_data_dir, tmp_path / "teacher")
+    dataset = OutfitDataset.load(tiny_data_dir / "dataset.npz")
+    train_split = dataset.split("train")
+    cfg = tiny_config(tiny_data_dir, loss={"kind": "fnd", "teacher": str(run)})
+    teacher = load_teacher(str(run), dataset, train_split, cfg, torch.device("cpu"))
+    assert teacher.item_table is not None and teacher.item_table.shape[0] == dataset.catalogue.n_items
+    users, items, mask = (torch.as_tensor(a) for a in (train_split.users, train_split.items, train_split.mask))
+    cached = teacher.score(users, items, mask)
+    fresh = teacher.model(users, items, mask)  # every item through the item encoder again
+    torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-5)

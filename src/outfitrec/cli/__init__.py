@@ -13,6 +13,8 @@ import sys
 
 import typer
 
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer (pinned) vendors its own click
+
 from outfitrec.cli import baseline as baseline_cli
 from outfitrec.cli import data as data_cli
 from outfitrec.cli import demo as demo_cli
@@ -62,10 +64,27 @@ def user_error_message(exc: BaseException) -> str | None:
     return None
 
 
+def usage_error_line(exc: ClickException) -> str:
+    """One line for a command-line usage error (bad option value, unknown option, missing argument)."""
+    ctx = getattr(exc, "ctx", None)
+    where = f"{ctx.command_path}: " if ctx is not None else ""
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{where}{' '.join(exc.format_message().split())}{hint}"
+
+
 def main() -> None:
-    """Run the CLI; user errors end as one line `error: ...` on stderr, exit code 2."""
+    """Run the CLI; user errors (usage errors included) end as one line `error: ...` on stderr, exit code 2."""
     try:
-        app()
+        code = app(standalone_mode=False)  # usage errors come back as exceptions, not as a boxed message
+    except NoArgsIsHelpError as exc:  # `outfitrec` or a group alone: its help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except ClickException as exc:
+        print(f"error: {usage_error_line(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -75,3 +94,5 @@ def main() -> None:
             raise
         print(f"error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)
+    # as in typer's standalone mode, always end by SystemExit (typer.Exit(code) comes back as its code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -96,6 +96,10 @@ class Teacher:
     the training data (`score_fn`: a numpy ScoreFn, e.g. EASE). Baseline scores are standardised by the
     mean and std of its scores of the training positives (`offset`, `scale`) so that the softmax over
     the candidates sees logits of the size a model's scores have.
+
+    A frozen model's item embeddings never change, so `item_table` ([n_items, d], `encode_all_items`, computed
+    once when the teacher is loaded) replaces its item encoder (the large CNN) at every step: the same scores
+    (eval mode, no batch statistics) without re-encoding the step's items.
     """
 
     thresholds: Tensor
@@ -103,13 +107,13 @@ class Teacher:
     score_fn: object | None = None
     offset: float = 0.0
     scale: float = 1.0
+    item_table: Tensor | None = None
 
     @torch.no_grad()
     def score(self, users: Tensor, items: Tensor, mask: Tensor) -> Tensor:
         """Scores [N] of outfits items, mask [N, S] for users [N] (no gradient)."""
         if self.model is not None:
-            (tz,) = outfit_embeddings_of(self.model, [(items, mask)])
-            return self.model.score_embeddings(users, tz)
+            return self.model(users, items, mask, item_table=self.item_table)
         raw = self.score_fn(users.cpu().numpy(), items.cpu().numpy(), mask.cpu().numpy())
         out = (np.asarray(raw, dtype=np.float64) - self.offset) / self.scale
         return torch.as_tensor(out, dtype=torch.float32, device=users.device)
@@ -242,7 +246,8 @@ def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunC
             p.requires_grad_(False)
         scorer = CachedScorer(model, train.items[train.mask], config.runtime.eval_batch_size)
         pos_scores = torch.as_tensor(scorer(train.users, train.items, train.mask), dtype=torch.float32)
-        teacher = Teacher(torch.zeros(0), model=model)
+        table = model.encode_all_items(batch_size=config.runtime.eval_batch_size)
+        teacher = Teacher(torch.zeros(0), model=model, item_table=table)
     teacher.thresholds = losses.user_thresholds(
         pos_scores, torch.as_tensor(train.users), dataset.n_users, aggregate=config.loss.threshold
     ).to(device)
