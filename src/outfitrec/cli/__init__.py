@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 
 import typer
-
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer (pinned) vendors its own click
 
 from outfitrec.cli import baseline as baseline_cli
