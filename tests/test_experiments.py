@@ -246,6 +246,30 @@ def test_main_pairs_each_student_seed_with_the_teacher_of_its_seed(tiny_data_dir
     assert alpha["fnd"].teacher is None and lab.variant_config(alpha["fnd"], 2).loss.teacher == str(teacher[0])
 
 
+def test_main_comparison_carries_the_shipped_whole_model_student_as_compress_runs_it(tiny_data_dir, tmp_path):
+    """Full scale: main's whole-model variants are compress's (same run folders), taught by the seed's teachers."""
+    main = {v.name: v for v in definitions.main_variants("full")}
+    compress = {v.name: v for v in definitions.compress_variants("full")}
+    assert set(definitions.MAIN_WHOLE_MODEL) <= set(main)
+    lab = Lab(tiny_data_dir, tmp_path / "runs", "full", no_train=True)
+    for name in definitions.MAIN_WHOLE_MODEL:
+        for s in (0, 2):
+            assert lab.run_dir_of(main[name], s) == lab.run_dir_of(compress[name], s)
+    for s in (0, 1):
+        distilled = lab.variant_config(main["whole-dot-long+fnd+cl"], s)
+        assert distilled.loss.teacher == str(lab.run_dir_of(main["teacher"], s))
+        fair = lab.variant_config(main["whole-dot-long+fnd+cl@teacher+cl"], s)
+        assert fair.loss.teacher == str(lab.run_dir_of(main["teacher+cl"], s))
+    # the demo's preset is the FND + CL variant's model and losses
+    from outfitrec.train.config import load_config
+
+    shipped = load_config("fmnist_student_whole_distilled")
+    assert distilled.model == shipped.model and distilled.contrastive == shipped.contrastive
+    assert (distilled.loss.kind, distilled.loss.alpha) == (shipped.loss.kind, shipped.loss.alpha)
+    claimed = {c.a for c in definitions.MAIN_CLAIMS} | {c.b for c in definitions.MAIN_CLAIMS}
+    assert set(definitions.MAIN_WHOLE_MODEL) <= claimed | {"whole-dot-long+cl"}
+
+
 def _result(name, seed, auc, baseline="student", role="student", per_seed=False, spread_of=None, share=None):
     v = Variant(name, baseline=baseline, role=role, per_seed=per_seed, spread_of=spread_of)
     metrics = {"test": {"auc": auc, "ndcg": auc}}

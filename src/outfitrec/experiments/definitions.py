@@ -36,6 +36,11 @@ CONVERGED = {"optim": {"epochs": 30, "patience": 3}}
 OWN_TOP = 5
 
 
+# the whole-model student of `make demo` (configs/fmnist_student_whole_distilled.yaml) in the main comparison:
+# plain, CL only, FND + CL and FND + CL from the fair teacher (full scale: the "-long" schedule it ships with)
+MAIN_WHOLE_MODEL = tuple(f"whole-dot-long{x}" for x in ("", "+cl", "+fnd+cl", "+fnd+cl@teacher+cl"))
+
+
 def main_variants(scale: str) -> list[Variant]:
     """Teacher seeds, fair teachers, student, KD baselines, FND, CL, their combinations, the teacher-pool variant.
 
@@ -110,6 +115,8 @@ def main_variants(scale: str) -> list[Variant]:
             spread_of="fnd+cl",
             note="fnd+cl, every seed taught by the seed-0 teacher (student seeds' spread alone)",
         ),
+        # the shipped distilled student (`make demo`): the compress experiment's whole-model student, the same runs
+        *(v for v in compress_variants(scale) if v.name in MAIN_WHOLE_MODEL),
     ]
 
 
@@ -479,4 +486,22 @@ MAIN_CLAIMS = [
     Claim("distilled from teacher+cl, at least teacher+cl", "fnd+cl@teacher+cl", "teacher+cl", "true_share", ">="),
     Claim("a stronger teacher (teacher+cl) teaches better", "fnd+cl@teacher+cl", "fnd+cl"),
     Claim("a stronger teacher (teacher-es) teaches better", "fnd+cl@teacher-es", "fnd+cl"),
+    Claim("the whole-model student (FND + CL) is at least its teacher", "whole-dot-long+fnd+cl", "teacher", op=">="),
+    Claim(
+        "the whole-model student (FND + CL) is at least its teacher",
+        "whole-dot-long+fnd+cl",
+        "teacher",
+        "true_share",
+        ">=",
+    ),
+    Claim(
+        "the whole-model student from teacher+cl is at least teacher+cl",
+        "whole-dot-long+fnd+cl@teacher+cl",
+        "teacher+cl",
+        "true_share",
+        ">=",
+    ),
+    Claim("FND + CL beats the plain whole-model student", "whole-dot-long+fnd+cl", "whole-dot-long"),
+    Claim("FND adds to CL in the whole-model student", "whole-dot-long+fnd+cl", "whole-dot-long+cl"),
+    Claim("FND adds to CL in the whole-model student", "whole-dot-long+fnd+cl", "whole-dot-long+cl", "true_share"),
 ]
