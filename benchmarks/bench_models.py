@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from _common import run_main
+
 SLOTS = 4
 
 
@@ -149,4 +151,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import run_main
 
 
 def auc_of(rec, candidates, users_matrix) -> float:
@@ -215,4 +216,4 @@ def print_latency(lat: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

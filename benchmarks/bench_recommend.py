@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import run_main
 
 from outfitrec.data.outfits import Catalogue
 from outfitrec.models.scoring import TorchScorer
@@ -244,4 +245,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

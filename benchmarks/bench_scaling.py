@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from _common import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,4 +250,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

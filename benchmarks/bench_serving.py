@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import load_avg, run_main
 
 from outfitrec.models.search import Searcher, SearchIndex, SearchParams, SearchStats
 from outfitrec.recommend.engine import Recommender, TorchScorer
@@ -71,10 +72,6 @@ SETTINGS = {
         beam_width=16, shortlist=20, refine_pool=64, refine_rounds=10
     ),
 }
-
-
-def load_avg() -> str:
-    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def pct(values, q) -> float:
@@ -415,4 +412,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _common import run_main
 
 from outfitrec.train.config import load_config
 from outfitrec.train.loop import train
@@ -47,4 +48,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+from _common import run_main
 
 
 def free_port() -> int:
@@ -191,4 +192,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

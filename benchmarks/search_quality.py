@@ -22,12 +22,12 @@ same users (mean, SE over users). Issue 14's rule: a speed-up may not lower the 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import load_avg, run_main
 
 from outfitrec.data.oracle import load_truth, truth_path
 from outfitrec.models.checkpoint import run_data_path
@@ -44,10 +44,6 @@ SETTINGS = {
     "beam 16, shortlist 20, no refinement": SearchParams(beam_width=16, shortlist=20, refine_rounds=0),
     "beam 8, shortlist 10, no refinement": SearchParams(beam_width=8, shortlist=10, refine_rounds=0),
 }
-
-
-def load_avg() -> str:
-    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def judge(rec: Recommender, truth, ref, fn) -> dict:
@@ -129,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -36,6 +36,7 @@ import json
 
 import numpy as np
 import torch
+from _common import run_main
 
 from outfitrec.data.fmnist import PAIR_FEATURE_COLUMNS, PAIR_INDEX, PAIRS, SLOTS, TEMPLATES, random_outfits, template_of
 from outfitrec.data.oracle import load_truth
@@ -322,4 +323,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
