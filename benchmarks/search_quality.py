@@ -30,7 +30,7 @@ import torch
 from _common import load_avg, run_main
 
 from outfitrec.data.oracle import load_truth, truth_path
-from outfitrec.models.checkpoint import run_data_path
+from outfitrec.models.checkpoint import checkpoint_dir_of, run_data_path
 from outfitrec.models.search import SearchParams, SearchStats
 from outfitrec.recommend.engine import Recommender
 from outfitrec.recommend.true_utility import cached_oracle_tops, outfit_utilities, sample_users, share_and_recall
@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="the dataset folder (default: each run's own)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    for run in args.runs:  # a missing run is refused before any output
+        checkpoint_dir_of(run)
     print(f"# search_quality: {len(args.runs)} run(s), {args.users} users; load average {load_avg()}")
     tables = {run: bench_run(run, args.users, args.data) for run in args.runs}
     print(f"\nload average after: {load_avg()}; one torch thread; rule: share may drop by at most {GATE}\n")

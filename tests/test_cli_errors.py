@@ -133,6 +133,18 @@ def test_usage_errors_are_one_line(monkeypatch, capsys, trained, args, pattern):
     assert out == ""
 
 
+def test_negative_seed_and_repeated_item_are_one_line(monkeypatch, capsys, config_file, trained, tmp_path):
+    """Fresh-clone review: a negative run seed ended in a traceback inside the sampler; `score` took an item twice."""
+    run = tmp_path / "neg"
+    code, _, err = run_cli(monkeypatch, capsys, "train", "-c", config_file, "--set", "data.seed=-1", "--run-dir", run)
+    assert_one_line(code, err, "field 'data.seed': Input should be greater than or equal to 0")
+    assert not run.exists()
+    code, _, err = run_cli(monkeypatch, capsys, "score", trained, "--user", "1", "--items", "0,0")
+    assert_one_line(code, err, "an item appears twice")
+    code, out, _ = run_cli(monkeypatch, capsys, "score", trained, "--user", "1", "--items", "0")
+    assert code == 0 and float(out.strip()) == float(out.strip())  # a finite number
+
+
 def test_help_and_success_still_exit_zero(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "recommend", "--help")
     assert code == 0 and "Usage" in out

@@ -66,9 +66,8 @@ def user_error_message(exc: BaseException) -> str | None:
 def usage_error_line(exc: ClickException) -> str:
     """One line for a command-line usage error (bad option value, unknown option, missing argument)."""
     ctx = getattr(exc, "ctx", None)
-    where = f"{ctx.command_path}: " if ctx is not None else ""
-    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-    return f"{where}{' '.join(exc.format_message().split())}{hint}"
+    path = ctx.command_path if ctx is not None else "outfitrec"
+    return f"{path}: {' '.join(exc.format_message().split())} (see '{path} --help')"
 
 
 def main() -> None:

@@ -115,19 +115,13 @@ def score_cmd(
     items: str = typer.Option(..., "--items", "-i", help="Comma-separated item ids (or item names) of one outfit."),
     data: Path = typer.Option(None, "--data", help="Prepared dataset folder (default: the run's data.path)."),
 ) -> None:
-    """Print the model's score of one outfit for one user."""
-    import numpy as np
+    """Print the model's score of one outfit for one user (1..max outfit size items, none twice)."""
+    from outfitrec.cli.recommend import load_recommender
 
-    from outfitrec.models.checkpoint import load_run
-    from outfitrec.models.scoring import CachedScorer
-
-    loaded = load_run(run, data)
-    dataset, model = loaded.dataset, loaded.model
-    u = dataset.user_index(user)
-    ids = dataset.catalogue.item_indices(items)
-    scorer = CachedScorer(model, np.asarray(ids))
-    score = scorer(np.asarray([u]), np.asarray([ids]), np.ones((1, len(ids)), dtype=bool))[0]
-    typer.echo(f"{score:.6f}")
+    recommender = load_recommender(run, data)  # the engine's checks: user, items, outfit size, repeats
+    catalogue = recommender.dataset.catalogue
+    (score,) = recommender.score(recommender.dataset.user_index(user), [catalogue.item_indices(items)])
+    typer.echo(f"{float(score):.6f}")
 
 
 def register(app: typer.Typer) -> None:

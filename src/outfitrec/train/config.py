@@ -57,6 +57,7 @@ class DataConfig(_Section):
     )
     seed: int = Field(
         0,
+        ge=0,
         description="The run's seed: model initialisation, and each epoch's negatives, order, dropout and "
         "augmentations are derived from (seed, epoch), so a resumed run replays exactly.",
     )
