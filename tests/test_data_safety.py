@@ -267,12 +267,25 @@ def test_hard_negatives_are_never_the_users_own_positives():
     cat = np.zeros(400, dtype=np.int64)
     rows = [[i] for i in range(300)] + [[300], [5]]
     pos = Outfits.from_rows([0] * 300 + [1, 2], rows, cat)
-    neg = hard_negatives(pos, 2, np.random.default_rng(0))
+    with pytest.warns(UserWarning, match="600 hard negatives repeat an earlier one of the same positive"):
+        neg = hard_negatives(pos, 3, np.random.default_rng(0))  # user 0 has one other outfit for K = 3
+    neg = neg.subset(np.flatnonzero(np.arange(len(neg)) % 3 < 2))
     own = {u: {s for s, v in zip(pos.item_sets(), pos.users) if v == u} for u in (0, 1, 2)}
     assert all(s not in own[int(u)] for s, u in zip(neg.item_sets(), neg.users))
     assert {s for s, u in zip(neg.item_sets(), neg.users) if u == 0} == {frozenset({300})}
     with pytest.raises(DataError, match="user 0: every other user's outfit is one of her own"):
         hard_negatives(Outfits.from_rows([0, 1], [[1], [1]], cat), 2, np.random.default_rng(0))
+
+
+def test_the_k_hard_negatives_of_a_positive_are_distinct_when_they_can_be():
+    """Fresh-clone review: picks were drawn with replacement, so a positive could get one outfit twice, silently."""
+    cat = np.zeros(40, dtype=np.int64)
+    pos = Outfits.from_rows(np.arange(40) % 8, [[i] for i in range(40)], cat)  # 8 users, 35 other outfits each
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # enough outfits: no repeat, no warning
+        neg = hard_negatives(pos, 10, np.random.default_rng(0))
+    sets = np.asarray([min(s) for s in neg.item_sets()]).reshape(40, 10)
+    assert all(len(set(row)) == 10 for row in sets)
 
 
 def test_hard_negatives_cli_uses_no_own_positive(tmp_path, monkeypatch, capsys):

@@ -105,6 +105,14 @@ def random_mix(
     return Outfits(rep.users, items, rep.categories, rep.mask, rep.outfit_ids)
 
 
+def _repeats_in_row(ids: np.ndarray) -> np.ndarray:
+    """bool [m, k]: entries of ids [m, k] equal to an earlier entry of the same row."""
+    dup = np.zeros(ids.shape, dtype=bool)
+    for j in range(1, ids.shape[1]):
+        dup[:, j] = (ids[:, :j] == ids[:, j : j + 1]).any(axis=1)
+    return dup
+
+
 def _bad_mixes(items: np.ndarray, mask: np.ndarray, k: int, forbidden: set[frozenset[int]]) -> np.ndarray:
     """Rows equal to a forbidden outfit or to an earlier row of the same group of k."""
     bad = np.zeros(len(items), dtype=bool)
@@ -147,8 +155,10 @@ def hard_negatives(positives: Outfits, k: int, rng: np.random.Generator, where: 
 
     A pick is never one of the user's own positives: neither a row of this
     user nor another user's outfit holding the same items as one of hers.
-    Raises DataError when fewer than two users have positives, or a user has
-    no allowed outfit (a user with fewer than K allowed outfits gets repeats).
+    The K picks of a positive are distinct outfits (by item set), redrawn up
+    to MAX_REDRAWS times; a user with fewer than K allowed outfits gets
+    repeats, with a warning. Raises DataError when fewer than two users have
+    positives, or a user has no allowed outfit.
     """
     n = len(positives)
     if n < 2 or len(np.unique(positives.users)) < 2:
@@ -164,7 +174,21 @@ def hard_negatives(positives: Outfits, k: int, rng: np.random.Generator, where: 
         mine = np.flatnonzero(np.repeat(positives.users == u, k))
         if len(allowed) == 0:
             raise DataError(f"{where}: user {int(u)}: every other user's outfit is one of her own positives")
-        picks[mine] = allowed[rng.integers(0, len(allowed), size=len(mine))]
+        rows = allowed[rng.integers(0, len(allowed), size=(len(mine) // k, k))]
+        enough = len(np.unique(set_id[allowed])) >= k
+        for _ in range(MAX_REDRAWS if enough else 0):
+            dup = _repeats_in_row(set_id[rows])
+            if not dup.any():
+                break
+            rows[dup] = allowed[rng.integers(0, len(allowed), size=int(dup.sum()))]
+        picks[mine] = rows.reshape(-1)
+    repeated = _repeats_in_row(set_id[picks].reshape(n, k))
+    if repeated.any():
+        warnings.warn(
+            f"{where}: {int(repeated.sum())} hard negatives repeat an earlier one of the same positive "
+            f"({int(repeated.any(1).sum())} positives' users have fewer than K={k} other users' outfits)",
+            stacklevel=2,
+        )
     chosen = positives.subset(picks)
     rep_users = np.repeat(positives.users, k)
     return Outfits(rep_users, chosen.items, chosen.categories, chosen.mask, np.repeat(positives.outfit_ids, k))
