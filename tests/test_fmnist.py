@@ -213,7 +213,7 @@ def test_cli_make_fmnist_and_oracle(tmp_path):
         app, ["data", "make-fmnist", str(out), "--preset", "tiny", "--seed", "1", "--images", "procedural"]
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{") :])
+    summary = json.loads(result.stdout[result.stdout.index("{") :])  # warnings (stderr) aside
     assert summary["n_users"] == preset_config("tiny").n_users and summary["images_source"] == "procedural"
     assert (out / "truth.npz").exists() and (out / "polyvore_u" / "tuples_train_posi").exists()
     flags = tmp_path / "flags.npz"
