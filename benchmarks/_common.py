@@ -7,7 +7,6 @@ Benchmarks are scripts (`python benchmarks/NAME.py ...`), so this folder is on s
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 
 
@@ -17,20 +16,9 @@ def load_avg() -> str:
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a benchmark's main(); a user error (a missing run, bad data) is one line `error: ...`, exit 2.
+    """Run a benchmark's main() inside the CLI's error boundary (`outfitrec.cli.error_boundary`): a user error
+    (a missing run, bad data) is one line `error: ...`, exit 2; anything else keeps its traceback."""
+    from outfitrec.cli import error_boundary
 
-    The same boundary as the CLI's (`outfitrec.cli.user_error_message`); anything else keeps its traceback.
-    """
-    from outfitrec.cli import user_error_message
-
-    try:
+    with error_boundary():
         main()
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as exc:
-        message = user_error_message(exc)
-        if message is None:
-            raise
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
-        sys.exit(2)

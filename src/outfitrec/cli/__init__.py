@@ -10,6 +10,8 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer (pinned) vendors its own click
@@ -70,19 +72,14 @@ def usage_error_line(exc: ClickException) -> str:
     return f"{path}: {' '.join(exc.format_message().split())} (see '{path} --help')"
 
 
-def main() -> None:
-    """Run the CLI; user errors (usage errors included) end as one line `error: ...` on stderr, exit code 2."""
+@contextmanager
+def error_boundary() -> Iterator[None]:
+    """User errors inside end as one line `error: ...` on stderr, exit code 2; Ctrl-C as `error: interrupted`, 130.
+
+    Anything else is a bug and keeps its traceback. The CLI's `main` and the benchmark scripts run inside it.
+    """
     try:
-        code = app(standalone_mode=False)  # usage errors come back as exceptions, not as a boxed message
-    except NoArgsIsHelpError as exc:  # `outfitrec` or a group alone: its help, as before
-        exc.show()
-        sys.exit(exc.exit_code)
-    except ClickException as exc:
-        print(f"error: {usage_error_line(exc)}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        sys.exit(1)
+        yield
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
@@ -92,5 +89,21 @@ def main() -> None:
             raise
         print(f"error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)
+
+
+def main() -> None:
+    """Run the CLI; user errors (usage errors included) end as one line `error: ...` on stderr, exit code 2."""
+    with error_boundary():
+        try:
+            code = app(standalone_mode=False)  # usage errors come back as exceptions, not as a boxed message
+        except NoArgsIsHelpError as exc:  # `outfitrec` or a group alone: its help, as before
+            exc.show()
+            sys.exit(exc.exit_code)
+        except ClickException as exc:
+            print(f"error: {usage_error_line(exc)}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            print("error: aborted", file=sys.stderr)
+            sys.exit(1)
     # as in typer's standalone mode, always end by SystemExit (typer.Exit(code) comes back as its code)
     sys.exit(code if isinstance(code, int) else 0)
