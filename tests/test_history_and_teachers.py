@@ -106,3 +106,7 @@ def test_model_teacher_scores_from_its_item_table_as_from_its_encoder(tiny_datas
     cached = teacher.score(users, items, mask)
     fresh = teacher.model(users, items, mask)  # every item through the item encoder again
     torch.testing.assert_close(cached, fresh, rtol=1e-5, atol=1e-5)
+    # its thresholds r_u come from the same table: the mean of its scores of each user's training positives
+    for u in (0, 3):
+        mean = float(fresh[users == u].mean())
+        assert float(teacher.thresholds[u]) == pytest.approx(mean, rel=1e-5, abs=1e-5)

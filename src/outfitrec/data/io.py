@@ -36,8 +36,9 @@ def _umask() -> int:
 
 
 # mkstemp / mkdtemp create 0600 / 0700; what outfitrec writes gets the modes a plain open() / mkdir() would give
-FILE_MODE = 0o666 & ~_umask()
-FOLDER_MODE = 0o777 & ~_umask()
+_UMASK = _umask()
+FILE_MODE = 0o666 & ~_UMASK
+FOLDER_MODE = 0o777 & ~_UMASK
 
 MANIFEST = "outfitrec.json"
 MANIFEST_FORMAT = "outfitrec-folder"

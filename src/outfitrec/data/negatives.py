@@ -186,7 +186,8 @@ def hard_negatives(positives: Outfits, k: int, rng: np.random.Generator, where: 
     if repeated.any():
         warnings.warn(
             f"{where}: {int(repeated.sum())} hard negatives repeat an earlier one of the same positive "
-            f"({int(repeated.any(1).sum())} positives' users have fewer than K={k} other users' outfits)",
+            f"({int(repeated.any(1).sum())} positives: their users have fewer than K={k} distinct allowed outfits "
+            f"of other users, or {MAX_REDRAWS} redraws found none)",
             stacklevel=2,
         )
     chosen = positives.subset(picks)

@@ -244,10 +244,11 @@ def load_teacher(path: str, dataset: OutfitDataset, train: Outfits, config: RunC
         model = load_run(path, dataset=dataset, device=device, role="teacher").model
         for p in model.parameters():
             p.requires_grad_(False)
-        scorer = CachedScorer(model, train.items[train.mask], config.runtime.eval_batch_size)
-        pos_scores = torch.as_tensor(scorer(train.users, train.items, train.mask), dtype=torch.float32)
-        table = model.encode_all_items(batch_size=config.runtime.eval_batch_size)
+        table = model.encode_all_items(batch_size=config.runtime.eval_batch_size)  # every item, once
         teacher = Teacher(torch.zeros(0), model=model, item_table=table)
+        b, arrays = config.runtime.eval_batch_size, (train.users, train.items, train.mask)
+        batches = (tuple(torch.as_tensor(a[s : s + b], device=device) for a in arrays) for s in range(0, len(train), b))
+        pos_scores = torch.cat([teacher.score(*batch) for batch in batches]).float().cpu()  # from the same table
     teacher.thresholds = losses.user_thresholds(
         pos_scores, torch.as_tensor(train.users), dataset.n_users, aggregate=config.loss.threshold
     ).to(device)
